@@ -1,0 +1,1 @@
+"""Demo front end: pure map builders (``demo.maps``) used by the Gradio app."""
