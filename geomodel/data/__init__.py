@@ -1,0 +1,1 @@
+"""Reading, validating, cleaning and loading geolocation datasets (CSV + image folder)."""

@@ -1,0 +1,133 @@
+"""Opening photos safely: EXIF orientation, any mode to RGB, clear errors, bounded memory."""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from geomodel.errors import ImageError
+
+ImageInput = Union[str, Path, Image.Image, bytes, BinaryIO]
+
+MAX_PIXELS = 64_000_000  # ~8000x8000: larger is refused before decoding (decompression bombs)
+MAX_FILE_BYTES = 50 * 1024 * 1024
+_HEIF_SUFFIXES = {".heic", ".heif", ".avif"}
+
+
+def describe(image: ImageInput) -> str:
+    """A short name for messages."""
+    if isinstance(image, (str, Path)):
+        return str(image)
+    if isinstance(image, Image.Image):
+        return getattr(image, "filename", "") or "<image>"
+    return getattr(image, "name", "<uploaded image>")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Apply EXIF orientation, then convert any mode (CMYK, P+transparency, I;16, LA, ...) to RGB.
+
+    Transparent pixels are composited on white so they do not turn black.
+    """
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+        img = Image.fromarray(arr.astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def load_image(image: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open a path, bytes, file object or PIL image as an upright RGB image.
+
+    Raises ImageError naming the file for: missing, empty, not an image, truncated,
+    too large (checked from the header before any pixel is decoded), or an
+    unsupported format such as HEIC without the `pillow-heif` plugin.
+    """
+    name = describe(image)
+    if isinstance(image, Image.Image):
+        _check_size(image, name, max_pixels)
+        return to_rgb(image)
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise ImageError(f"{name}: file not found")
+        size = path.stat().st_size
+        if size == 0:
+            raise ImageError(f"{name}: the file is empty (0 bytes)")
+        if size > MAX_FILE_BYTES:
+            raise ImageError(f"{name}: file is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB")
+        source: BinaryIO | Path = path
+    elif isinstance(image, bytes):
+        if not image:
+            raise ImageError(f"{name}: the file is empty (0 bytes)")
+        source = io.BytesIO(image)
+    else:
+        source = image
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(source)
+            _check_size(img, name, max_pixels)
+            img.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: image is too large to decode safely (over {max_pixels:,} pixels)") from None
+    except UnidentifiedImageError:
+        raise ImageError(_unidentified_message(name, source)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = "truncated or corrupt" if "truncated" in str(exc).lower() else f"cannot be decoded ({exc})"
+        raise ImageError(f"{name}: image is {reason}") from None
+    return to_rgb(img)
+
+
+def _check_size(img: Image.Image, name: str, max_pixels: int) -> None:
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(f"{name}: image is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,} "
+                         "(resize it first)")
+
+
+def _unidentified_message(name: str, source: object) -> str:
+    head = b""
+    try:
+        if isinstance(source, Path):
+            head = source.read_bytes()[:16]
+        elif hasattr(source, "seek"):
+            source.seek(0)  # type: ignore[union-attr]
+            head = source.read(16)  # type: ignore[union-attr]
+    except OSError:
+        pass
+    if Path(name).suffix.lower() in _HEIF_SUFFIXES or b"ftypheic" in head or b"ftypheif" in head \
+            or b"ftypmif1" in head:
+        return (f"{name}: HEIC/HEIF photos need the 'pillow-heif' package, which this installation lacks "
+                "(pip install pillow-heif), or convert the photo to JPEG")
+    if head.startswith(b"%PDF"):
+        return f"{name}: this is a PDF document, not an image"
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return f"{name}: this is a text file, not an image"
+    return f"{name}: not a recognised image format"
+
+
+def register_heif() -> bool:
+    """Enable HEIC reading when the optional `pillow-heif` plugin is installed."""
+    try:
+        from pillow_heif import register_heif_opener  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    register_heif_opener()
+    return True
+
+
+register_heif()

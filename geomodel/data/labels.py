@@ -1,0 +1,202 @@
+"""Labels CSV: reading with row-level validation, splitting, outlier filtering, normalisation.
+
+Row numbers in messages are the CSV's own line numbers (header = line 1), so a
+user can jump straight to the line in an editor.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from geomodel.errors import DataError
+
+REQUIRED_COLUMNS = ("filename", "latitude", "longitude", "Region_ID")
+OPTIONAL_COLUMNS = ("timestamp", "angle", "pred_Region_ID")
+_MAX_LISTED = 5
+
+
+def _line(index: int) -> int:
+    return int(index) + 2  # 0-based data row -> 1-based line counting the header
+
+
+def _list_rows(csv: Path, rows: Iterable[int], what: str) -> str:
+    rows = list(rows)
+    shown = ", ".join(str(_line(r)) for r in rows[:_MAX_LISTED])
+    more = f" and {len(rows) - _MAX_LISTED} more" if len(rows) > _MAX_LISTED else ""
+    return f"{csv}: {what} on line{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+def read_labels(csv: str | Path, *, num_regions: int | None = None, need_region: bool = True) -> pd.DataFrame:
+    """Read and validate a labels CSV.
+
+    Returns a frame with the CSV's columns plus `region` (0-based) and `row`
+    (the 0-based data row, kept through filtering for messages and exclusions).
+    Raises DataError naming the file, line and column for every kind of bad input.
+    """
+    csv = Path(csv)
+    if not csv.is_file():
+        raise DataError(f"labels CSV not found: {csv}")
+    try:
+        df = pd.read_csv(csv, dtype={"filename": str}, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{csv}: the file is empty (expected a header {','.join(REQUIRED_COLUMNS)})") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{csv}: not a readable CSV ({exc})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    required = REQUIRED_COLUMNS if need_region else REQUIRED_COLUMNS[:3]
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        hints = []
+        for col in missing:
+            close = difflib.get_close_matches(col, df.columns, n=1, cutoff=0.6)
+            close = close or [c for c in df.columns if c.lower() == col.lower()]
+            hints.append(f"{col!r}" + (f" (found {close[0]!r}: rename it)" if close else ""))
+        raise DataError(f"{csv}: missing required column(s) {', '.join(hints)}; "
+                        f"columns present: {', '.join(map(repr, df.columns))}")
+    if df.empty:
+        raise DataError(f"{csv}: no data rows under the header")
+    df = df.reset_index(drop=True)
+    df["row"] = np.arange(len(df))
+
+    blank = df["filename"].isna() | (df["filename"].astype(str).str.strip() == "")
+    if blank.any():
+        raise DataError(_list_rows(csv, df.index[blank], "blank filename"))
+    df["filename"] = df["filename"].astype(str).str.strip()
+    dup = df["filename"].duplicated(keep=False)
+    if dup.any():
+        first = df.loc[dup, "filename"].iloc[0]
+        raise DataError(_list_rows(csv, df.index[dup], f"duplicate filename (e.g. {first!r})"))
+
+    for col in ("latitude", "longitude"):
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
+        if bad.any():
+            example = df.loc[bad, col].iloc[0]
+            raise DataError(_list_rows(csv, df.index[bad], f"column {col!r} is blank, NaN or not a number "
+                                       f"(e.g. {example!r})"))
+        df[col] = values.astype(np.float64)
+
+    if "angle" in df.columns:
+        df["angle"] = pd.to_numeric(df["angle"], errors="coerce")
+
+    if need_region:
+        df["Region_ID"] = _check_region_column(csv, df, "Region_ID", num_regions)
+        df["region"] = df["Region_ID"] - 1
+    if "pred_Region_ID" in df.columns:
+        if df["pred_Region_ID"].isna().all():
+            df = df.drop(columns=["pred_Region_ID"])
+        else:
+            df["pred_Region_ID"] = _check_region_column(csv, df, "pred_Region_ID", num_regions)
+    return df
+
+
+def _check_region_column(csv: Path, df: pd.DataFrame, col: str, num_regions: int | None) -> pd.Series:
+    values = pd.to_numeric(df[col], errors="coerce")
+    bad = values.isna() | (values != np.round(values))
+    if bad.any():
+        raise DataError(_list_rows(csv, df.index[bad], f"column {col!r} is not a whole number "
+                                   f"(e.g. {df.loc[bad, col].iloc[0]!r})"))
+    values = values.astype(np.int64)
+    upper = num_regions if num_regions is not None else int(values.max())
+    bad = (values < 1) | (values > upper)
+    if bad.any():
+        raise DataError(_list_rows(csv, df.index[bad], f"column {col!r} is outside 1..{upper} "
+                                   f"(e.g. {int(values[bad].iloc[0])}); region ids are 1-based"))
+    return values
+
+
+def check_region_count(csv: str | Path, df: pd.DataFrame, num_regions: int) -> None:
+    """Refuse labels whose region ids exceed what a model was trained with."""
+    if int(df["Region_ID"].max()) > num_regions:
+        bad = df.index[df["Region_ID"] > num_regions]
+        raise DataError(_list_rows(Path(csv), bad, f"Region_ID above {num_regions}, the number of regions "
+                                   "the model was trained with"))
+
+
+def apply_exclusions(df: pd.DataFrame, exclude: Sequence[str | int]) -> pd.DataFrame:
+    """Drop rows named by filename or by 0-based data-row index (the original work's explicit list)."""
+    if not exclude:
+        return df
+    names = {str(e) for e in exclude}
+    rows = {int(e) for e in names if str(e).isdigit()}
+    keep = ~(df["filename"].isin(names) | df["row"].isin(rows))
+    return df.loc[keep].reset_index(drop=True)
+
+
+def stratified_split(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split into (kept, held_out), holding out round(fraction * n) photos of each region (at least 1).
+
+    Deterministic: regions in ascending order, each region's rows in their current
+    order permuted by one `numpy.random.default_rng(seed)`. A region with a single
+    photo stays entirely in `kept`.
+    """
+    rng = np.random.default_rng(seed)
+    held: list[int] = []
+    for region in sorted(df["region"].unique()):
+        idx = np.flatnonzero(df["region"].to_numpy() == region)
+        perm = rng.permutation(idx)
+        if len(idx) < 2:
+            continue
+        held.extend(perm[: max(1, round(fraction * len(idx)))].tolist())
+    mask = np.zeros(len(df), dtype=bool)
+    mask[held] = True
+    return df.loc[~mask].reset_index(drop=True), df.loc[mask].reset_index(drop=True)
+
+
+@dataclass
+class CoordStats:
+    """Training-split statistics: normalisation and the outlier bounds."""
+
+    mean: tuple[float, float]  # (lat, lon)
+    std: tuple[float, float]
+    low: tuple[float, float]  # percentile bounds used to drop outliers
+    high: tuple[float, float]
+
+    @classmethod
+    def fit(cls, df: pd.DataFrame, low_pct: float = 1.0, high_pct: float = 99.0) -> "CoordStats":
+        """Fit bounds on `df`, then mean/std on the rows inside them."""
+        ll = df[["latitude", "longitude"]].to_numpy(np.float64)
+        low = np.percentile(ll, low_pct, axis=0)
+        high = np.percentile(ll, high_pct, axis=0)
+        inside = ll[np.all((ll >= low) & (ll <= high), axis=1)]
+        inside = inside if len(inside) else ll
+        std = inside.std(axis=0)
+        std = np.where(std > 0, std, 1.0)
+        return cls(tuple(inside.mean(axis=0).tolist()), tuple(std.tolist()), tuple(low.tolist()),
+                   tuple(high.tolist()))
+
+    def inliers(self, df: pd.DataFrame) -> np.ndarray:
+        ll = df[["latitude", "longitude"]].to_numpy(np.float64)
+        return np.all((ll >= np.asarray(self.low)) & (ll <= np.asarray(self.high)), axis=1)
+
+    def normalize(self, latlon: np.ndarray) -> np.ndarray:
+        return (np.asarray(latlon, np.float64) - np.asarray(self.mean)) / np.asarray(self.std)
+
+    def denormalize(self, z: np.ndarray) -> np.ndarray:
+        return np.asarray(z, np.float64) * np.asarray(self.std) + np.asarray(self.mean)
+
+
+def drop_outliers(df: pd.DataFrame, stats: CoordStats, csv: str | Path = "training data") -> pd.DataFrame:
+    """Keep rows inside the percentile bounds; an empty result is an error."""
+    out = df.loc[stats.inliers(df)].reset_index(drop=True)
+    if out.empty:
+        raise DataError(f"{csv}: no rows left after dropping coordinate outliers "
+                        f"(bounds lat {stats.low[0]:g}..{stats.high[0]:g}, lon {stats.low[1]:g}..{stats.high[1]:g})")
+    return out
+
+
+def region_centroids(df: pd.DataFrame, num_regions: int) -> np.ndarray:
+    """(R, 2) mean lat/lon per region; regions without photos get the overall mean."""
+    ll = df[["latitude", "longitude"]].to_numpy(np.float64)
+    overall = ll.mean(axis=0)
+    out = np.tile(overall, (num_regions, 1))
+    for r in range(num_regions):
+        sel = df["region"].to_numpy() == r
+        if sel.any():
+            out[r] = ll[sel].mean(axis=0)
+    return out

@@ -1,0 +1,1 @@
+"""Training machinery: checkpoints, loops, early stopping, feature caching."""

@@ -1,0 +1,68 @@
+"""Helpers that work with and without torch.distributed (torchrun)."""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as tdist
+
+
+def is_enabled() -> bool:
+    return tdist.is_available() and tdist.is_initialized()
+
+
+def rank() -> int:
+    return tdist.get_rank() if is_enabled() else 0
+
+
+def world_size() -> int:
+    return tdist.get_world_size() if is_enabled() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_enabled():
+        tdist.barrier()
+
+
+def all_reduce_sum(*values: float) -> tuple[float, ...]:
+    """Sum plain numbers over ranks (identity without distributed)."""
+    if not is_enabled():
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    if tdist.get_backend() == "nccl":
+        t = t.cuda()
+    tdist.all_reduce(t)
+    return tuple(t.cpu().tolist())
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+class maybe_init_process_group:
+    """Context manager: init torch.distributed when launched by torchrun (gloo on CPU, nccl on CUDA)."""
+
+    def __init__(self, device: str = "auto") -> None:
+        self.device = device
+        self.started = False
+
+    def __enter__(self) -> "maybe_init_process_group":
+        if launched_by_torchrun() and not is_enabled():
+            use_cuda = self.device != "cpu" and torch.cuda.is_available()
+            if use_cuda:
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            tdist.init_process_group(backend="nccl" if use_cuda else "gloo")
+            self.started = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started and is_enabled():
+            tdist.destroy_process_group()

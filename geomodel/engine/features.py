@@ -1,0 +1,111 @@
+"""Backbone features computed once per image and reused (frozen-backbone training).
+
+The cache is keyed by the image's content (SHA-256 of its bytes), the backbone's
+weights (a fingerprint of its state dict), the input size and the transform
+policy (the eval transform, or augmented view k), so a stale entry is never used:
+change any of these and the key changes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from geomodel.data.images import load_image
+from geomodel.engine.checkpoint import atomic_save
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("GEOMODEL_CACHE", Path.home() / ".cache" / "geomodel")) / "features"
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """Hash of a module's parameters and buffers: two trunks share a key only if their weights match."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+class _Images(Dataset):
+    def __init__(self, paths: Sequence[Path], transform: Callable, seeds: Sequence[int] | None) -> None:
+        self.paths, self.transform, self.seeds = list(paths), transform, seeds
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self.seeds is not None:  # augmented view: the same view every time for this (image, k)
+            torch.manual_seed(self.seeds[i])
+        return self.transform(load_image(self.paths[i]))
+
+
+class FeatureCache:
+    """A per-(backbone, size, policy) file of {image digest: (D,) float16 feature}."""
+
+    def __init__(self, cache_dir: str | Path | None = None) -> None:
+        self.dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+
+    def _file(self, key: str) -> Path:
+        return self.dir / f"{key}.pt"
+
+    def load(self, key: str) -> dict[str, torch.Tensor]:
+        path = self._file(key)
+        if not path.is_file():
+            return {}
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
+            return {}
+
+    def save(self, key: str, table: dict[str, torch.Tensor]) -> None:
+        atomic_save(table, self._file(key))
+
+
+@torch.inference_mode()
+def extract_features(backbone: nn.Module, paths: Sequence[Path], transform: Callable, *, device: torch.device,
+                     batch_size: int = 32, cache: FeatureCache | None = None, policy: str = "eval",
+                     image_size: int = 224, view_seed: int | None = None, num_workers: int = 0,
+                     desc: str = "features") -> torch.Tensor:
+    """(N, D) float32 features of `paths`, computing only what the cache lacks.
+
+    `policy` names the transform ("eval" or e.g. "aug3"); for augmented views pass
+    `view_seed` so each (image, view) gets a fixed random augmentation.
+    """
+    paths = [Path(p) for p in paths]
+    digests = [file_digest(p) for p in paths]
+    key = f"{module_fingerprint(backbone)}-{image_size}-{policy}"
+    table = cache.load(key) if cache is not None else {}
+    todo = [i for i, d in enumerate(digests) if d not in table]
+    if todo:
+        was_training = backbone.training
+        backbone.eval()
+        seeds = ([(int(digests[i][:8], 16) + 7919 * view_seed) % 2**31 for i in todo]
+                 if view_seed is not None else None)
+        loader = DataLoader(_Images([paths[i] for i in todo], transform, seeds), batch_size=batch_size,
+                            num_workers=num_workers)
+        feats = []
+        for x in tqdm(loader, desc=desc, leave=False, disable=None):
+            feats.append(backbone(x.to(device)).float().cpu())
+        backbone.train(was_training)
+        new = torch.cat(feats)
+        for j, i in enumerate(todo):
+            table[digests[i]] = new[j].to(torch.float16) if cache is not None else new[j]
+        if cache is not None:
+            cache.save(key, table)
+    return torch.stack([table[d].float() for d in digests])

@@ -1,0 +1,377 @@
+"""The two training stages, assembled from data, models, loops and checkpoints.
+
+Files written to the model directory, per stage NAME ("region", "coords"):
+  NAME.pt (best, for inference) · NAME_last.pt (resumable) · NAME_history.csv ·
+  NAME_config.json (the resolved configs) · NAME_metrics.json (final validation metrics)
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from geomodel.config import DataConfig, ModelConfig, TrainConfig, to_dict
+from geomodel.data.dataset import GeoDataset, check_images
+from geomodel.data.labels import (CoordStats, apply_exclusions, drop_outliers, read_labels, region_centroids,
+                                  stratified_split)
+from geomodel.data.transforms import build_transforms
+from geomodel.engine import distributed as dist
+from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint, unwrap_model
+from geomodel.engine.features import FeatureCache, extract_features
+from geomodel.engine.loop import Stage, cosine_with_warm_restarts, fit, resolve_device, seed_everything
+from geomodel.errors import CheckpointError, DataError
+from geomodel.metrics import coord_metrics, region_metrics
+from geomodel.models import model_from_checkpoint
+from geomodel.models.coords import CoordRegressor, coord_loss
+from geomodel.models.region import RegionClassifier
+
+
+@dataclass
+class Prepared:
+    """Validated, split and cleaned data with statistics fitted on the training split only."""
+
+    train: pd.DataFrame
+    val: pd.DataFrame
+    train_images: Path
+    val_images: Path
+    stats: CoordStats
+    num_regions: int
+    region_names: list[str]
+    data_cfg: DataConfig
+
+
+def prepare_data(csv: str | Path, images: str | Path, *, data_cfg: DataConfig, seed: int = 0,
+                 val_csv: str | Path | None = None, val_images: str | Path | None = None,
+                 check: bool = True) -> Prepared:
+    """Read, validate, split (stratified, when no validation CSV), exclude, fit stats, drop outliers."""
+    df = read_labels(csv, num_regions=data_cfg.num_regions)
+    df = apply_exclusions(df, data_cfg.exclude)
+    if val_csv is not None:
+        val = read_labels(val_csv, num_regions=data_cfg.num_regions)
+        train = df
+        val_images = Path(val_images) if val_images is not None else Path(images)
+    else:
+        train, val = stratified_split(df, data_cfg.val_fraction, seed)
+        val_images = Path(images)
+    num_regions = data_cfg.num_regions or int(max(train["Region_ID"].max(), val["Region_ID"].max()))
+    stats = CoordStats.fit(train, data_cfg.outlier_low_pct, data_cfg.outlier_high_pct)
+    train = drop_outliers(train, stats, csv)
+    if len(val) == 0:
+        raise DataError(f"{val_csv or csv}: the validation set is empty")
+    names = data_cfg.region_names or [f"Region {i + 1}" for i in range(num_regions)]
+    if len(names) != num_regions:
+        raise DataError(f"{len(names)} region names given for {num_regions} regions")
+    if check:
+        check_images(train, images, csv)
+        check_images(val, val_images, val_csv or csv)
+    return Prepared(train, val, Path(images), val_images, stats, num_regions, list(names), data_cfg)
+
+
+class _Rows(Dataset):
+    """Rows of precomputed tensors as batch dicts (features may have several augmented views)."""
+
+    def __init__(self, views: torch.Tensor, **columns: torch.Tensor) -> None:
+        self.views = views if views.dim() == 3 else views.unsqueeze(0)  # (V, N, D)
+        self.columns = columns
+        self.view_of = torch.zeros(self.views.shape[1], dtype=torch.long)
+
+    def resample_views(self, generator: torch.Generator) -> None:
+        self.view_of = torch.randint(self.views.shape[0], (self.views.shape[1],), generator=generator)
+
+    def __len__(self) -> int:
+        return self.views.shape[1]
+
+    def __getitem__(self, i: int) -> dict:
+        return {"features": self.views[self.view_of[i], i], **{k: v[i] for k, v in self.columns.items()}}
+
+
+def _loader(dataset: Dataset, cfg: TrainConfig, *, shuffle: bool, epoch: int = 0) -> DataLoader:
+    generator = torch.Generator().manual_seed(cfg.seed * 1009 + epoch)
+    if isinstance(dataset, _Rows) and shuffle:
+        dataset.resample_views(generator)
+    sampler = None
+    if dist.is_enabled():
+        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, seed=cfg.seed, drop_last=False)
+        sampler.set_epoch(epoch)
+        shuffle = False
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, sampler=sampler, generator=generator,
+                      num_workers=cfg.num_workers if not isinstance(dataset, _Rows) else 0)
+
+
+def _paths(df: pd.DataFrame, images: Path) -> list[Path]:
+    return [images / f for f in df["filename"]]
+
+
+def _features(backbone: nn.Module, df: pd.DataFrame, images: Path, image_size: int, cfg: TrainConfig,
+              device: torch.device, *, views: int = 0, desc: str) -> torch.Tensor:
+    """(V, N, D): the eval view, then `views` fixed augmented views."""
+    stats = (backbone.mean, backbone.std)
+    cache = FeatureCache(cfg.cache_dir) if cfg.cache_features else None
+    out = [extract_features(backbone, _paths(df, images), build_transforms(stats, image_size, train=False),
+                            device=device, batch_size=cfg.batch_size, cache=cache, policy="eval",
+                            image_size=image_size, desc=desc)]
+    for k in range(views):
+        out.append(extract_features(backbone, _paths(df, images), build_transforms(stats, image_size, train=True),
+                                    device=device, batch_size=cfg.batch_size, cache=cache, policy=f"aug{k}",
+                                    image_size=image_size, view_seed=k, desc=f"{desc} view {k + 1}/{views}"))
+    return torch.stack(out)
+
+
+def _maybe_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    if not dist.is_enabled() or not any(p.requires_grad for p in model.parameters()):
+        return model
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                               find_unused_parameters=True)
+
+
+def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if not cfg.amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    if dist.is_main():
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        tmp.replace(path)
+
+
+def _resume_state(out_dir: Path, name: str, resume: bool, log: Callable) -> dict | None:
+    path = out_dir / f"{name}_last.pt"
+    if not resume:
+        return None
+    if not path.is_file():
+        log(f"[{name}] --resume: no {path.name} in {out_dir}; starting from scratch")
+        return None
+    return load_checkpoint(path, kind=name)
+
+
+# --------------------------------------------------------------------------- stage 1
+
+
+def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *,
+                 resume: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Train the region classifier; returns its final validation metrics."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    image_size = prep.data_cfg.image_size
+    model_cfg.num_regions = prep.num_regions
+    model = RegionClassifier(model_cfg, image_size=image_size)
+    resumed = _resume_state(out_dir, "region", resume, log)
+    if resumed is not None:
+        model.load_state_dict(resumed["state_dict"])
+    norm = (model.backbone.mean, model.backbone.std)
+    frozen = cfg.freeze_backbone
+    if frozen:
+        model.backbone.requires_grad_(False)
+    model.to(device)
+
+    counts = np.bincount(prep.train["region"], minlength=prep.num_regions).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (prep.num_regions * np.maximum(counts, 1)), 0.0)
+    criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device),
+                                    label_smoothing=cfg.label_smoothing)
+    y_train = torch.tensor(prep.train["region"].to_numpy(np.int64))
+    y_val = torch.tensor(prep.val["region"].to_numpy(np.int64))
+
+    if frozen:
+        train_set: Dataset = _Rows(_features(model.backbone, prep.train, prep.train_images, image_size, cfg, device,
+                                             views=cfg.aug_views, desc="train features"), region=y_train)
+        val_set: Dataset = _Rows(_features(model.backbone, prep.val, prep.val_images, image_size, cfg, device,
+                                           desc="val features"), region=y_val)
+        logits_of = lambda m, b: unwrap_model(m).forward_head(b["features"])  # noqa: E731
+    else:
+        train_set = GeoDataset(prep.train, prep.train_images, build_transforms(norm, image_size, train=True))
+        val_set = GeoDataset(prep.val, prep.val_images, build_transforms(norm, image_size, train=False))
+        logits_of = lambda m, b: m(b["image"])  # noqa: E731
+
+    @torch.no_grad()
+    def evaluate(m: nn.Module, loader: Iterable) -> dict:
+        m.eval()
+        preds, trues, loss = [], [], 0.0
+        for batch in loader:
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            logits = logits_of(m, batch)
+            loss += criterion(logits, batch["region"]).item() * len(logits)
+            preds.append(logits.argmax(1).cpu())
+            trues.append(batch["region"].cpu())
+        p, t = torch.cat(preds).numpy(), torch.cat(trues).numpy()
+        out = region_metrics(t, p, prep.num_regions)
+        return {"accuracy": out["region_accuracy"], "loss": loss / max(len(t), 1),
+                "per_region_accuracy": out["per_region_accuracy"]}
+
+    stage = Stage("region", lambda m, b: criterion(logits_of(m, b), b["region"]), evaluate, "accuracy", "max")
+    ddp_model = _maybe_ddp(model, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr or 1e-3, weight_decay=cfg.weight_decay)
+    scheduler = cosine_with_warm_restarts(optimizer)
+    describe = dict(kind="region", model_config=to_dict(model_cfg), data_config=to_dict(prep.data_cfg),
+                    image_size=image_size, norm=norm, frame=prep.data_cfg.frame, region_names=prep.region_names,
+                    train_size=len(prep.train))
+    _write_json(out_dir / "region_config.json", {"model": to_dict(model_cfg), "data": to_dict(prep.data_cfg),
+                                                 "train": to_dict(cfg)})
+
+    def save_best(m: nn.Module, metrics: dict) -> None:
+        atomic_save(make_checkpoint(m, metrics=metrics, **describe), out_dir / "region.pt")
+
+    def save_last(state: dict) -> None:
+        atomic_save(make_checkpoint(model, resume={**state, "train_config": to_dict(cfg)}, **describe),
+                    out_dir / "region_last.pt")
+
+    result = fit(ddp_model, stage, lambda e: _loader(train_set, cfg, shuffle=True, epoch=e),
+                 _loader(val_set, cfg, shuffle=False), optimizer=optimizer, scheduler=scheduler,
+                 epochs=cfg.epochs, patience=cfg.patience, grad_clip=cfg.grad_clip, device=device, out_dir=out_dir,
+                 save_best=save_best, save_last=save_last, resume_state=resumed and resumed["resume"],
+                 seed=cfg.seed, autocast_dtype=_autocast_dtype(cfg, device), log=log)
+    final = {**result.best, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+             "interrupted": result.interrupted, "train_size": len(prep.train), "val_size": len(prep.val)}
+    _write_json(out_dir / "region_metrics.json", final)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    return final
+
+
+# --------------------------------------------------------------------------- stage 2
+
+
+def load_region_model(out_dir: Path, device: torch.device) -> tuple[RegionClassifier, dict]:
+    path = out_dir / "region.pt"
+    if not path.is_file():
+        raise CheckpointError(f"stage 2 needs the region classifier {path}: run `python -m train region` "
+                              "first (or `fit` for both stages), or train with --region-input true and "
+                              "--layout separate")
+    ckpt = load_checkpoint(path, kind="region")
+    return model_from_checkpoint(ckpt, path=str(path)).to(device), ckpt
+
+
+def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *,
+                 resume: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Train the region-aware coordinate regressor; returns its final validation metrics."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    image_size = prep.data_cfg.image_size
+    model_cfg.num_regions = prep.num_regions
+    needs_stage1 = model_cfg.layout == "shared" or (cfg.region_input == "predicted"
+                                                    and "pred_Region_ID" not in prep.train)
+    region_model, region_ckpt = load_region_model(out_dir, device) if needs_stage1 else (None, None)
+    if region_ckpt is not None:
+        if region_ckpt["num_regions"] != prep.num_regions:
+            raise CheckpointError(f"{out_dir / 'region.pt'} was trained with {region_ckpt['num_regions']} regions "
+                                  f"but this data has {prep.num_regions}")
+        image_size = region_ckpt["image_size"] if model_cfg.layout == "shared" else image_size
+        if model_cfg.layout == "shared":
+            model_cfg.backbone = region_ckpt["model_config"]["backbone"]
+    if model_cfg.layout == "shared":
+        trunk = region_model.backbone.requires_grad_(False)
+        model = CoordRegressor(model_cfg, feature_dim=trunk.out_dim, image_size=image_size)
+        frozen = True
+    else:
+        model = CoordRegressor(model_cfg, image_size=image_size)
+        trunk = model.backbone
+        frozen = cfg.freeze_backbone
+        if frozen:
+            trunk.requires_grad_(False)
+    resumed = _resume_state(out_dir, "coords", resume, log)
+    if resumed is not None:
+        model.load_state_dict(resumed["state_dict"])
+    stats = prep.stats
+    model.coord_mean.copy_(torch.tensor(stats.mean, dtype=torch.float64))
+    model.coord_std.copy_(torch.tensor(stats.std, dtype=torch.float64))
+    model.region_centroids.copy_(torch.as_tensor(region_centroids(prep.train, prep.num_regions)))
+    model.to(device)
+    norm = (trunk.mean, trunk.std)
+
+    def region_inputs(df: pd.DataFrame, images: Path, feats: torch.Tensor | None, desc: str) -> torch.Tensor:
+        if cfg.region_input == "true":
+            return torch.tensor(df["region"].to_numpy(np.int64))
+        if "pred_Region_ID" in df:
+            return torch.tensor(df["pred_Region_ID"].to_numpy(np.int64) - 1)
+        if model_cfg.layout == "shared":  # the trunk's features are stage 1's: only its head is left to run
+            with torch.inference_mode():
+                return region_model.forward_head(feats[0].to(device)).argmax(1).cpu()
+        rfeats = _features(region_model.backbone, df, images, region_ckpt["image_size"], cfg, device,
+                           desc=f"stage-1 {desc}")[0]
+        with torch.inference_mode():
+            return region_model.forward_head(rfeats.to(device)).argmax(1).cpu()
+
+    z_train = torch.as_tensor(stats.normalize(prep.train[["latitude", "longitude"]].to_numpy()), dtype=torch.float32)
+    z_val = torch.as_tensor(stats.normalize(prep.val[["latitude", "longitude"]].to_numpy()), dtype=torch.float32)
+    if frozen:
+        f_train = _features(trunk, prep.train, prep.train_images, image_size, cfg, device, views=cfg.aug_views,
+                            desc="train features")
+        f_val = _features(trunk, prep.val, prep.val_images, image_size, cfg, device, desc="val features")
+        r_train = region_inputs(prep.train, prep.train_images, f_train, "train")
+        r_val = region_inputs(prep.val, prep.val_images, f_val, "val")
+        train_set: Dataset = _Rows(f_train, coords=z_train, region_in=r_train)
+        val_set: Dataset = _Rows(f_val, coords=z_val, region_in=r_val)
+        predict = lambda m, b: unwrap_model(m).forward_head(b["features"], b["region_in"])  # noqa: E731
+    else:
+        r_train = region_inputs(prep.train, prep.train_images, None, "train")
+        r_val = region_inputs(prep.val, prep.val_images, None, "val")
+        train_set = GeoDataset(prep.train.assign(pred_Region_ID=r_train.numpy() + 1), prep.train_images,
+                               build_transforms(norm, image_size, train=True), stats)
+        val_set = GeoDataset(prep.val.assign(pred_Region_ID=r_val.numpy() + 1), prep.val_images,
+                             build_transforms(norm, image_size, train=False), stats)
+        predict = lambda m, b: m(b["image"], b["region_in"])  # noqa: E731
+
+    true_val = prep.val[["latitude", "longitude"]].to_numpy(np.float64)
+
+    @torch.no_grad()
+    def evaluate(m: nn.Module, loader: Iterable) -> dict:
+        m.eval()
+        outs, loss, n = [], 0.0, 0
+        for batch in loader:
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            z = predict(m, batch)
+            loss += coord_loss(z, batch["coords"]).item() * len(z)
+            n += len(z)
+            outs.append(z.cpu())
+        pred = stats.denormalize(torch.cat(outs).double().numpy())
+        cm = coord_metrics(true_val[: len(pred)], pred, prep.data_cfg.frame)
+        return {"loss": loss / max(n, 1), "coord_mse": cm["coord_mse"], "median_error": cm["median_error"],
+                "mean_error": cm["mean_error"]}
+
+    stage = Stage("coords", lambda m, b: coord_loss(predict(m, b), b["coords"]), evaluate, "loss", "min")
+    ddp_model = _maybe_ddp(model, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr or (1e-3 if frozen else 1e-4))
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=5)
+    describe = dict(kind="coords", model_config=to_dict(model_cfg), data_config=to_dict(prep.data_cfg),
+                    image_size=image_size, norm=norm, frame=prep.data_cfg.frame, region_names=prep.region_names,
+                    coord_stats=stats.__dict__, train_size=len(prep.train))
+    _write_json(out_dir / "coords_config.json", {"model": to_dict(model_cfg), "data": to_dict(prep.data_cfg),
+                                                 "train": to_dict(cfg)})
+
+    def checkpoint(m: nn.Module, **extra: object) -> dict:
+        ckpt = make_checkpoint(m, **describe, **extra)
+        ckpt["feature_dim"] = unwrap_model(m).feature_dim
+        return ckpt
+
+    def save_best(m: nn.Module, metrics: dict) -> None:
+        atomic_save(checkpoint(m, metrics=metrics), out_dir / "coords.pt")
+
+    def save_last(state: dict) -> None:
+        atomic_save(checkpoint(model, resume={**state, "train_config": to_dict(cfg)}), out_dir / "coords_last.pt")
+
+    result = fit(ddp_model, stage, lambda e: _loader(train_set, cfg, shuffle=True, epoch=e),
+                 _loader(val_set, cfg, shuffle=False), optimizer=optimizer, scheduler=scheduler,
+                 epochs=cfg.epochs, patience=cfg.patience, grad_clip=cfg.grad_clip, device=device, out_dir=out_dir,
+                 save_best=save_best, save_last=save_last, resume_state=resumed and resumed["resume"],
+                 seed=cfg.seed, autocast_dtype=_autocast_dtype(cfg, device), log=log)
+    final = {**result.best, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+             "interrupted": result.interrupted, "train_size": len(prep.train), "val_size": len(prep.val)}
+    _write_json(out_dir / "coords_metrics.json", final)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    return final

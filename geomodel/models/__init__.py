@@ -1,0 +1,25 @@
+"""Backbones (feature extractors) and the two stage models built on them."""
+from __future__ import annotations
+
+from torch import nn
+
+from geomodel.config import ModelConfig, from_dict
+from geomodel.errors import CheckpointError
+
+
+def model_from_checkpoint(ckpt: dict, *, path: str = "checkpoint") -> nn.Module:
+    """Rebuild a stage model from a checkpoint dict (no pretrained download: weights come from it)."""
+    from geomodel.models.coords import CoordRegressor
+    from geomodel.models.region import RegionClassifier
+
+    cfg = from_dict(ModelConfig, {**ckpt["model_config"], "pretrained": False})
+    if ckpt["kind"] == "region":
+        model: nn.Module = RegionClassifier(cfg, image_size=ckpt["image_size"])
+    else:
+        model = CoordRegressor(cfg, feature_dim=ckpt.get("feature_dim"), image_size=ckpt["image_size"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: weights do not match the model it describes "
+                              f"({str(exc).splitlines()[0]})") from None
+    return model.eval()

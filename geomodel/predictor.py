@@ -1,0 +1,180 @@
+"""Inference: `Predictor.from_dir(MODEL_DIR).predict(images)` -> plain results."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from geomodel.data.images import ImageInput, describe, load_image
+from geomodel.data.transforms import build_transforms
+from geomodel.engine.checkpoint import load_checkpoint
+from geomodel.engine.loop import resolve_device
+from geomodel.errors import CheckpointError, GeomodelError
+from geomodel.models import model_from_checkpoint
+
+
+@dataclass
+class ModelInfo:
+    """What the loaded model is, for people (the app's Model tab) and for code."""
+
+    backbones: dict[str, str]
+    layout: str
+    region_names: list[str]
+    frame: str
+    error_unit: str
+    image_size: int
+    train_size: int
+    metrics: dict
+    model_dir: str
+
+
+class Predictor:
+    """The two stages loaded once, run under inference mode.
+
+    With the shared layout one backbone pass per photo feeds both heads; with the
+    separate layout each stage runs its own backbone.
+    """
+
+    def __init__(self, region_ckpt: dict, coords_ckpt: dict, *, device: str = "auto", model_dir: str = "",
+                 threads: int | None = None) -> None:
+        if region_ckpt["num_regions"] != coords_ckpt["num_regions"]:
+            raise CheckpointError(f"{model_dir}: stage 2 was trained for {coords_ckpt['num_regions']} regions but "
+                                  f"stage 1 predicts {region_ckpt['num_regions']}; retrain stage 2 on this model")
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = resolve_device(device)
+        self.region_ckpt, self.coords_ckpt = region_ckpt, coords_ckpt
+        self.region_model = model_from_checkpoint(region_ckpt, path=f"{model_dir}/region.pt").to(self.device)
+        self.coords_model = model_from_checkpoint(coords_ckpt, path=f"{model_dir}/coords.pt").to(self.device)
+        self.shared = self.coords_model.backbone is None
+        if self.shared and region_ckpt["image_size"] != coords_ckpt["image_size"]:
+            raise CheckpointError(f"{model_dir}: shared-layout stages disagree on image size")
+        self.region_names: list[str] = list(region_ckpt["region_names"])
+        self.frame: str = coords_ckpt["frame"]
+        self._tf_region = build_transforms((region_ckpt["norm"]["mean"], region_ckpt["norm"]["std"]),
+                                           region_ckpt["image_size"], train=False)
+        self._tf_coords = build_transforms((coords_ckpt["norm"]["mean"], coords_ckpt["norm"]["std"]),
+                                           coords_ckpt["image_size"], train=False)
+        if self.device.type == "cpu":
+            self.region_model.to(memory_format=torch.channels_last)
+            if self.coords_model.backbone is not None:
+                self.coords_model.to(memory_format=torch.channels_last)
+        self.model_dir = model_dir
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, device: str = "auto", threads: int | None = None) -> "Predictor":
+        """Load `region.pt` and `coords.pt` from a model directory written by `python -m train fit`."""
+        model_dir = Path(model_dir)
+        if not model_dir.is_dir():
+            raise CheckpointError(f"model directory not found: {model_dir}")
+        region = load_checkpoint(model_dir / "region.pt", kind="region")
+        coords = load_checkpoint(model_dir / "coords.pt", kind="coords")
+        return cls(region, coords, device=device, model_dir=str(model_dir), threads=threads)
+
+    @property
+    def num_regions(self) -> int:
+        return len(self.region_names)
+
+    def info(self) -> ModelInfo:
+        r, c = self.region_ckpt, self.coords_ckpt
+        return ModelInfo(
+            backbones={"region": r["model_config"]["backbone"],
+                       "coords": c["model_config"]["backbone"] + (" (shared with region)" if self.shared else "")},
+            layout="shared" if self.shared else "separate", region_names=self.region_names, frame=self.frame,
+            error_unit=c["data_config"].get("error_unit") or ("m" if self.frame == "wgs84" else "units"),
+            image_size=r["image_size"], train_size=r["train_size"],
+            metrics={"region": r.get("metrics", {}), "coords": c.get("metrics", {})}, model_dir=self.model_dir)
+
+    @torch.inference_mode()
+    def predict_tensors(self, images: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+        """RGB PIL images -> (probabilities (B, R), lat/lon (B, 2) float64 in dataset units)."""
+        x = torch.stack([self._tf_region(im) for im in images]).to(self.device)
+        x = x.contiguous(memory_format=torch.channels_last) if self.device.type == "cpu" else x
+        feats = self.region_model.forward_features(x)
+        probs = self.region_model.forward_head(feats).float().softmax(1)
+        region = probs.argmax(1)
+        if self.shared:
+            z = self.coords_model.forward_head(feats, region)
+        else:
+            xc = torch.stack([self._tf_coords(im) for im in images]).to(self.device)
+            z = self.coords_model(xc, region)
+        return probs.cpu(), self.coords_model.denormalize(z.float()).cpu()
+
+    def predict(self, images: ImageInput | Iterable[ImageInput], top_k: int = 3, batch_size: int = 32,
+                progress: bool = False) -> list[dict]:
+        """Predict region and coordinates for one or many images (PIL images, paths, bytes).
+
+        Returns one dict per input, in order: `file`, `region_id` (1-based), `region_name`,
+        `region_prob`, `top_k` (list of {region_id, region_name, prob}), `latitude`,
+        `longitude`, `error` (None, or why this image could not be used: a bad image never
+        costs the others their results).
+        """
+        single = not isinstance(images, (list, tuple)) and not hasattr(images, "__next__")
+        items = [images] if single else list(images)
+        results: list[dict | None] = [None] * len(items)
+        good: list[tuple[int, object]] = []
+        for i, item in enumerate(items):
+            try:
+                good.append((i, load_image(item)))
+            except GeomodelError as exc:
+                results[i] = self._failed(item, str(exc))
+        k = max(1, min(top_k, self.num_regions))
+        starts = range(0, len(good), batch_size)
+        for start in tqdm(starts, desc="predicting", disable=not progress or None, leave=False):
+            chunk = good[start:start + batch_size]
+            probs, latlon = self.predict_tensors([im for _, im in chunk])
+            top_p, top_i = probs.topk(k, dim=1)
+            for (i, _), p, ti, ll in zip(chunk, top_p.tolist(), top_i.tolist(), latlon.tolist()):
+                results[i] = {
+                    "file": describe(items[i]), "region_id": ti[0] + 1, "region_name": self.region_names[ti[0]],
+                    "region_prob": float(p[0]),
+                    "top_k": [{"region_id": r + 1, "region_name": self.region_names[r], "prob": float(q)}
+                              for r, q in zip(ti, p)],
+                    "latitude": float(ll[0]), "longitude": float(ll[1]), "error": None,
+                }
+        return results
+
+    @staticmethod
+    def _failed(item: object, reason: str) -> dict:
+        return {"file": describe(item), "region_id": None, "region_name": None, "region_prob": None, "top_k": [],
+                "latitude": None, "longitude": None, "error": reason}
+
+    def predict_frame(self, df: pd.DataFrame, images_dir: str | Path, batch_size: int = 32,
+                      progress: bool = True) -> pd.DataFrame:
+        """Predictions for every row of a labels frame, as columns added to a copy of it."""
+        paths = [Path(images_dir) / f for f in df["filename"]]
+        preds = []
+        for start in tqdm(range(0, len(paths), batch_size), desc="evaluating", disable=None if progress else True):
+            preds += self.predict(paths[start:start + batch_size], batch_size=batch_size)
+        out = df.copy()
+        out["pred_region_id"] = [p["region_id"] for p in preds]
+        out["pred_region_prob"] = [p["region_prob"] for p in preds]
+        out["pred_latitude"] = [p["latitude"] for p in preds]
+        out["pred_longitude"] = [p["longitude"] for p in preds]
+        out["error"] = [p["error"] for p in preds]
+        return out
+
+
+def evaluate_frame(pred: pd.DataFrame, num_regions: int, frame: str) -> dict:
+    """Metrics of `Predictor.predict_frame` output over the rows that could be predicted."""
+    from geomodel.metrics import coord_metrics, per_region_median_error, region_metrics
+    from geomodel.geo import distance
+
+    ok = pred[pred["error"].isna()]
+    true_r = ok["Region_ID"].to_numpy(np.int64) - 1
+    pred_r = ok["pred_region_id"].to_numpy(np.int64) - 1
+    t = ok[["latitude", "longitude"]].to_numpy(np.float64)
+    p = ok[["pred_latitude", "pred_longitude"]].to_numpy(np.float64)
+    reg = region_metrics(true_r, pred_r, num_regions)
+    crd = coord_metrics(t, p, frame)
+    err = distance(frame, t[:, 0], t[:, 1], p[:, 0], p[:, 1])
+    return {"n_images": int(len(pred)), "n_failed": int(len(pred) - len(ok)), **crd,
+            "region_accuracy": reg["region_accuracy"], "per_region_accuracy": reg["per_region_accuracy"],
+            "confusion": reg["confusion"], "per_region_median_error": per_region_median_error(err, true_r,
+                                                                                                num_regions),
+            "failed": pred.loc[pred["error"].notna(), ["filename", "error"]].to_dict("records")}

@@ -1,0 +1,1 @@
+"""Command-line entry point: `python -m train region|coords|fit|evaluate|predict`."""

@@ -1,0 +1,220 @@
+"""`python -m train SUBCOMMAND`: argument parsing only; all work is done by `geomodel`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from train.presets import PRESETS, apply_preset
+
+STAGES = ("region", "coords", "fit")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--csv", required=True, type=Path, help="labels CSV (filename, latitude, longitude, Region_ID)")
+    g.add_argument("--images", required=True, type=Path, help="folder holding the CSV's image files")
+    g.add_argument("--val-csv", type=Path, help="validation CSV; default: a stratified hold-out of --csv")
+    g.add_argument("--val-images", type=Path, help="validation image folder (default: --images)")
+    g.add_argument("--val-fraction", type=float, default=0.15, help="hold-out share when no --val-csv")
+    g.add_argument("--frame", choices=("planar", "wgs84"), default="planar",
+                   help="coordinate frame: wgs84 degrees (metres) or planar (any unit)")
+    g.add_argument("--image-size", type=int, default=224, help="square input size in pixels")
+    g.add_argument("--num-regions", type=int, help="number of regions (default: largest Region_ID)")
+    g.add_argument("--region-names", type=Path, help="text file with one region name per line, region 1 first")
+    g.add_argument("--exclude", default="", help="comma-separated filenames or 0-based row indices to drop, "
+                   "or @FILE with one per line")
+    g.add_argument("--outlier-pct", type=float, nargs=2, default=(1.0, 99.0), metavar=("LOW", "HIGH"),
+                   help="drop training rows with lat/lon outside these percentiles (fitted on train only)")
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and training")
+    g.add_argument("--preset", choices=sorted(PRESETS), help="a named recipe; explicit flags override it")
+    g.add_argument("--out", required=True, type=Path, help="model directory to write")
+    g.add_argument("--backbone", default="efficientnet_lite0", help="backbone name (see geomodel.BACKBONES)")
+    g.add_argument("--pretrained", choices=("imagenet", "none"), default="imagenet", help="initial weights")
+    g.add_argument("--pool", choices=("avg", "gem"), default="avg", help="backbone pooling")
+    g.add_argument("--layout", choices=("shared", "separate"), default="shared",
+                   help="shared: stage 2 reuses stage 1's trunk (one backbone pass per photo)")
+    g.add_argument("--attention", choices=("features", "scalar"), default="features",
+                   help="stage-2 attention: per-feature weights, or the original scalar gate")
+    g.add_argument("--region-input", choices=("predicted", "true"), default="predicted",
+                   help="region fed to stage 2 in training: stage 1's prediction (original) or the truth")
+    g.add_argument("--head-hidden", type=int, default=0, help="region head hidden width (0: linear)")
+    g.add_argument("--epochs", type=int, default=15)
+    g.add_argument("--coords-epochs", type=int, help="epochs for stage 2 (default: --epochs)")
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--lr", type=float, help="learning rate (default: 1e-3 region; 1e-4 coords, 1e-3 if frozen)")
+    g.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
+    g.add_argument("--freeze-backbone", action="store_true", help="train heads only on cached features")
+    g.add_argument("--aug-views", type=int, default=0, help="frozen backbone: augmented views cached per image")
+    g.add_argument("--no-cache", action="store_true", help="do not keep backbone features on disk")
+    g.add_argument("--cache-dir", type=Path, help="feature cache folder (default ~/.cache/geomodel)")
+    g.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    g.add_argument("--amp", action="store_true", help="mixed precision on CUDA")
+    g.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train", description="Train, evaluate and run geomodel models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("region", "train stage 1, the region classifier"),
+                       ("coords", "train stage 2, the coordinate regressor (needs stage 1 in --out)"),
+                       ("fit", "train both stages")):
+        p = sub.add_parser(name, help=text, description=text)
+        _add_data_args(p)
+        _add_train_args(p)
+    p = sub.add_parser("evaluate", help="metrics of a model directory on a labelled CSV")
+    p.add_argument("--model", required=True, type=Path, help="model directory (region.pt + coords.pt)")
+    p.add_argument("--csv", required=True, type=Path)
+    p.add_argument("--images", required=True, type=Path)
+    p.add_argument("--json", type=Path, help="write all metrics to this JSON file")
+    p.add_argument("--report", type=Path, help="write a failure report (per-region table, confusion matrix "
+                   "picture, worst photos) into this folder")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p = sub.add_parser("predict", help="predict region and coordinates for images")
+    p.add_argument("--model", required=True, type=Path, help="model directory")
+    p.add_argument("images", nargs="+", type=Path, help="image files")
+    p.add_argument("--csv-out", type=Path, help="write predictions to this CSV")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    return parser
+
+
+def _configs(args: argparse.Namespace):
+    from geomodel.config import DataConfig, ModelConfig, TrainConfig
+
+    exclude = args.exclude
+    if exclude.startswith("@"):
+        exclude = Path(exclude[1:]).read_text().split()
+    else:
+        exclude = [e.strip() for e in exclude.split(",") if e.strip()]
+    names = args.region_names.read_text().splitlines() if args.region_names else None
+    names = [n.strip() for n in names if n.strip()] if names else None
+    data = DataConfig(frame=args.frame, image_size=args.image_size, outlier_low_pct=args.outlier_pct[0],
+                      outlier_high_pct=args.outlier_pct[1], exclude=exclude, val_fraction=args.val_fraction,
+                      num_regions=args.num_regions, region_names=names)
+    model = dict(backbone=args.backbone, pretrained=args.pretrained == "imagenet", pool=args.pool,
+                 head_hidden=args.head_hidden, attention=args.attention, layout=args.layout)
+    train = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
+                 freeze_backbone=args.freeze_backbone, cache_features=not args.no_cache,
+                 cache_dir=str(args.cache_dir) if args.cache_dir else None, aug_views=args.aug_views,
+                 region_input=args.region_input, seed=args.seed, device=args.device, num_workers=args.num_workers,
+                 amp=args.amp)
+    region = (ModelConfig(kind="region", **model), TrainConfig(**train))
+    coords_train = {**train, "epochs": args.coords_epochs or args.epochs}
+    coords = (ModelConfig(kind="coords", **model), TrainConfig(**coords_train))
+    return data, region, coords
+
+
+def run_training(args: argparse.Namespace) -> int:
+    from geomodel.engine import distributed as dist
+    from geomodel.engine.loop import install_sigterm_as_interrupt
+    from geomodel.engine.stages import prepare_data, train_coords, train_region
+
+    data_cfg, (region_m, region_t), (coords_m, coords_t) = _configs(args)
+    log = print if dist.is_main() else (lambda *_: None)
+    prep = prepare_data(args.csv, args.images, data_cfg=data_cfg, seed=args.seed, val_csv=args.val_csv,
+                        val_images=args.val_images)
+    log(f"data: {len(prep.train)} training photos, {len(prep.val)} validation photos, {prep.num_regions} regions")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if dist.is_main():
+        (args.out / "args.json").write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
+                                                        for k, v in vars(args).items()}, indent=2, default=str))
+    install_sigterm_as_interrupt()
+    summary = {}
+    if args.command in ("region", "fit"):
+        summary["region"] = train_region(prep, region_m, region_t, args.out, resume=args.resume, log=log)
+    if args.command in ("coords", "fit"):
+        summary["coords"] = train_coords(prep, coords_m, coords_t, args.out, resume=args.resume, log=log)
+    for stage, m in summary.items():
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()
+                 if k.startswith("val_") and not isinstance(v, (list, dict))}
+        log(f"{stage}: best epoch {m['best_epoch']}: {shown}")
+    log(f"model written to {args.out}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from geomodel.data.labels import check_region_count, read_labels
+    from geomodel.predictor import Predictor, evaluate_frame
+
+    predictor = Predictor.from_dir(args.model, device=args.device)
+    df = read_labels(args.csv)
+    check_region_count(args.csv, df, predictor.num_regions)
+    pred = predictor.predict_frame(df, args.images, batch_size=args.batch_size)
+    metrics = {**evaluate_frame(pred, predictor.num_regions, predictor.frame), "model": str(args.model),
+               "csv": str(args.csv)}
+    unit = metrics["error_unit"]
+    print(f"images: {metrics['n_images']} ({metrics['n_failed']} could not be read)")
+    print(f"region accuracy: {metrics['region_accuracy']:.1%}")
+    print(f"coordinate MSE: {metrics['coord_mse']:,.1f} (0.5*(MSE_lat+MSE_lon), {unit}^2)")
+    print(f"mean error: {metrics['mean_error']:,.1f} {unit}   median error: {metrics['median_error']:,.1f} {unit}")
+    for row in metrics["failed"]:
+        print(f"  skipped {row['filename']}: {row['error']}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(metrics, indent=2))
+        print(f"metrics written to {args.json}")
+    if args.report:
+        from geomodel.report import write_report
+
+        write_report(pred, metrics, predictor.region_names, args.report, images_dir=args.images)
+        print(f"report written to {args.report / 'index.html'}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import csv
+
+    from geomodel.predictor import Predictor
+
+    predictor = Predictor.from_dir(args.model, device=args.device)
+    results = predictor.predict(args.images, top_k=args.top_k, progress=True)
+    failed = 0
+    for r in results:
+        if r["error"]:
+            failed += 1
+            print(f"{r['file']}: ERROR {r['error']}", file=sys.stderr)
+        else:
+            top = ", ".join(f"{t['region_name']} {t['prob']:.0%}" for t in r["top_k"])
+            print(f"{r['file']}: {r['region_name']} ({top}) lat={r['latitude']:.6f} lon={r['longitude']:.6f}")
+    if args.csv_out:
+        with open(args.csv_out, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["file", "region_id", "region_name", "region_prob", "latitude", "longitude", "error"])
+            for r in results:
+                w.writerow([r["file"], r["region_id"], r["region_name"], r["region_prob"], r["latitude"],
+                            r["longitude"], r["error"] or ""])
+    return 1 if failed == len(results) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.command in STAGES and args.preset:
+        args = apply_preset(parser, args.command, args.preset, argv if argv is not None else sys.argv[1:])
+    from geomodel.errors import GeomodelError
+
+    try:
+        if args.command in STAGES:
+            from geomodel.engine import distributed as dist
+
+            with dist.maybe_init_process_group(args.device):
+                return run_training(args)
+        if args.command == "evaluate":
+            return run_evaluate(args)
+        return run_predict(args)
+    except GeomodelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command with --resume to continue from the last saved epoch",
+              file=sys.stderr)
+        return 130
