@@ -51,6 +51,9 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -88,8 +91,17 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
 
 def make_checkpoint(model: nn.Module, *, kind: str, model_config: dict, data_config: dict, image_size: int,
                     norm: tuple, frame: str, region_names: list[str], coord_stats: dict | None = None,
-                    metrics: dict | None = None, train_size: int = 0, resume: dict | None = None) -> dict:
-    """Assemble the plain-typed checkpoint dict (see the module docstring)."""
+                    metrics: dict | None = None, train_size: int = 0, resume: dict | None = None,
+                    omit_pretrained_trunk: bool = False) -> dict:
+    """Assemble the plain-typed checkpoint dict (see the module docstring).
+
+    `omit_pretrained_trunk`: the trunk is frozen at its published pretrained weights,
+    so they are not stored (`backbone_weights: "pretrained"`) and are rebuilt from the
+    weights package on load; a frozen EfficientNet-Lite0 model then takes ~1 MB, not ~14.
+    """
+    state = {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()}
+    if omit_pretrained_trunk:
+        state = {k: v for k, v in state.items() if not k.startswith("backbone.trunk.")}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -102,7 +114,8 @@ def make_checkpoint(model: nn.Module, *, kind: str, model_config: dict, data_con
         "region_names": list(region_names),
         "num_regions": len(region_names),
         "coord_stats": coord_stats,
-        "state_dict": {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()},
+        "state_dict": state,
+        "backbone_weights": "pretrained" if omit_pretrained_trunk else "stored",
         "metrics": metrics or {},
         "train_size": int(train_size),
         "resume": resume,

@@ -216,7 +216,7 @@ def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
     scheduler = cosine_with_warm_restarts(optimizer)
     describe = dict(kind="region", model_config=to_dict(model_cfg), data_config=to_dict(prep.data_cfg),
                     image_size=image_size, norm=norm, frame=prep.data_cfg.frame, region_names=prep.region_names,
-                    train_size=len(prep.train))
+                    train_size=len(prep.train), omit_pretrained_trunk=frozen and model_cfg.pretrained)
     _write_json(out_dir / "region_config.json", {"model": to_dict(model_cfg), "data": to_dict(prep.data_cfg),
                                                  "train": to_dict(cfg)})
 
@@ -349,7 +349,8 @@ def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=5)
     describe = dict(kind="coords", model_config=to_dict(model_cfg), data_config=to_dict(prep.data_cfg),
                     image_size=image_size, norm=norm, frame=prep.data_cfg.frame, region_names=prep.region_names,
-                    coord_stats=stats.__dict__, train_size=len(prep.train))
+                    coord_stats=stats.__dict__, train_size=len(prep.train),
+                    omit_pretrained_trunk=model_cfg.layout == "separate" and frozen and model_cfg.pretrained)
     _write_json(out_dir / "coords_config.json", {"model": to_dict(model_cfg), "data": to_dict(prep.data_cfg),
                                                  "train": to_dict(cfg)})
 

@@ -12,13 +12,16 @@ def model_from_checkpoint(ckpt: dict, *, path: str = "checkpoint") -> nn.Module:
     from geomodel.models.coords import CoordRegressor
     from geomodel.models.region import RegionClassifier
 
-    cfg = from_dict(ModelConfig, {**ckpt["model_config"], "pretrained": False})
+    from_package = ckpt.get("backbone_weights") == "pretrained"
+    cfg = from_dict(ModelConfig, {**ckpt["model_config"], "pretrained": from_package})
     if ckpt["kind"] == "region":
         model: nn.Module = RegionClassifier(cfg, image_size=ckpt["image_size"])
     else:
         model = CoordRegressor(cfg, feature_dim=ckpt.get("feature_dim"), image_size=ckpt["image_size"])
     try:
-        model.load_state_dict(ckpt["state_dict"])
+        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=not from_package)
+        if from_package and (unexpected or any(not k.startswith("backbone.trunk.") for k in missing)):
+            raise RuntimeError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{path}: weights do not match the model it describes "
                               f"({str(exc).splitlines()[0]})") from None
