@@ -1,7 +1,8 @@
 """Backbone features computed once per image and reused (frozen-backbone training).
 
 The cache is keyed by the image's content (SHA-256 of its bytes), the backbone's
-weights (a fingerprint of its state dict), the input size and the transform
+weights (a fingerprint of its state dict), the input size, the transform itself
+(a hash of its description: sizes, augmentation ranges, normalisation) and the
 policy (the eval transform, or augmented view k), so a stale entry is never used:
 change any of these and the key changes.
 """
@@ -50,9 +51,14 @@ class _Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        if self.seeds is not None:  # augmented view: the same view every time for this (image, k)
+        image = load_image(self.paths[i])
+        if self.seeds is None:
+            return self.transform(image)
+        # Augmented view: the same view every time for this (image, k); torchvision's random
+        # transforms draw from the global generator, so seed a forked copy and leave the caller's alone.
+        with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seeds[i])
-        return self.transform(load_image(self.paths[i]))
+            return self.transform(image)
 
 
 class FeatureCache:
@@ -77,7 +83,12 @@ class FeatureCache:
         atomic_save(table, self._file(key))
 
 
-@torch.inference_mode()
+def transform_fingerprint(transform: Callable) -> str:
+    """Hash of a transform's description (torchvision's repr lists every size, range and mean/std)."""
+    return hashlib.sha256(repr(transform).encode()).hexdigest()[:12]
+
+
+@torch.no_grad()  # not inference_mode: the features become training inputs that autograd must accept
 def extract_features(backbone: nn.Module, paths: Sequence[Path], transform: Callable, *, device: torch.device,
                      batch_size: int = 32, cache: FeatureCache | None = None, policy: str = "eval",
                      image_size: int = 224, view_seed: int | None = None, num_workers: int = 0,
@@ -89,7 +100,7 @@ def extract_features(backbone: nn.Module, paths: Sequence[Path], transform: Call
     """
     paths = [Path(p) for p in paths]
     digests = [file_digest(p) for p in paths]
-    key = f"{module_fingerprint(backbone)}-{image_size}-{policy}"
+    key = f"{module_fingerprint(backbone)}-{image_size}-{transform_fingerprint(transform)}-{policy}"
     table = cache.load(key) if cache is not None else {}
     todo = [i for i, d in enumerate(digests) if d not in table]
     if todo:
@@ -98,7 +109,7 @@ def extract_features(backbone: nn.Module, paths: Sequence[Path], transform: Call
         seeds = ([(int(digests[i][:8], 16) + 7919 * view_seed) % 2**31 for i in todo]
                  if view_seed is not None else None)
         loader = DataLoader(_Images([paths[i] for i in todo], transform, seeds), batch_size=batch_size,
-                            num_workers=num_workers)
+                            num_workers=num_workers, generator=torch.Generator().manual_seed(0))
         feats = []
         for x in tqdm(loader, desc=desc, leave=False, disable=None):
             feats.append(backbone(x.to(device)).float().cpu())
@@ -106,6 +117,6 @@ def extract_features(backbone: nn.Module, paths: Sequence[Path], transform: Call
         new = torch.cat(feats)
         for j, i in enumerate(todo):
             table[digests[i]] = new[j].to(torch.float16) if cache is not None else new[j]
-        if cache is not None:
-            cache.save(key, table)
+        if cache is not None:  # keep entries another process added meanwhile (same key: same values)
+            cache.save(key, {**cache.load(key), **table})
     return torch.stack([table[d].float() for d in digests])
