@@ -78,6 +78,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "picture, worst photos) into this folder")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=32)
+    p = sub.add_parser("split", help="write a stratified train/test split of a labels CSV (fixed seed)")
+    p.add_argument("--csv", required=True, type=Path)
+    p.add_argument("--out-dir", required=True, type=Path, help="writes train.csv and test.csv here")
+    p.add_argument("--fraction", type=float, default=0.3, help="share of each region held out as test")
+    p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("predict", help="predict region and coordinates for images")
     p.add_argument("--model", required=True, type=Path, help="model directory")
     p.add_argument("images", nargs="+", type=Path, help="image files")
@@ -170,6 +175,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_split(args: argparse.Namespace) -> int:
+    from geomodel.data.labels import read_labels, stratified_split
+
+    df = read_labels(args.csv)
+    train, test = stratified_split(df, args.fraction, args.seed)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    columns = [c for c in df.columns if c not in ("row", "region")]
+    train[columns].to_csv(args.out_dir / "train.csv", index=False)
+    test[columns].to_csv(args.out_dir / "test.csv", index=False)
+    print(f"{len(train)} training rows -> {args.out_dir / 'train.csv'}; {len(test)} test rows -> "
+          f"{args.out_dir / 'test.csv'} (stratified, fraction {args.fraction}, seed {args.seed})")
+    return 0
+
+
 def run_predict(args: argparse.Namespace) -> int:
     import csv
 
@@ -210,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_training(args)
         if args.command == "evaluate":
             return run_evaluate(args)
+        if args.command == "split":
+            return run_split(args)
         return run_predict(args)
     except GeomodelError as exc:
         print(f"error: {exc}", file=sys.stderr)
