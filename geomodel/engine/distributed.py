@@ -39,6 +39,36 @@ def all_reduce_sum(*values: float) -> tuple[float, ...]:
     return tuple(t.cpu().tolist())
 
 
+def broadcast_object(obj: object, src: int = 0) -> object:
+    """Rank `src`'s value of a picklable object on every rank (identity without distributed)."""
+    if not is_enabled():
+        return obj
+    box = [obj]
+    tdist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def unwrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """The rank-local module inside DistributedDataParallel (evaluation must not run DDP's collectives)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def check_replicas_agree(model: torch.nn.Module, rtol: float = 1e-6) -> None:
+    """Raise if the trainable weights differ between ranks (gradients were not synchronised)."""
+    if not is_enabled():
+        return
+    with torch.no_grad():
+        params = [p.detach().double() for p in model.parameters() if p.requires_grad]
+        mine = (sum(float(p.sum()) for p in params), sum(float(p.square().sum()) for p in params))
+    every: list = [None] * world_size()
+    tdist.all_gather_object(every, mine)
+    ref = every[0]
+    for r, other in enumerate(every):
+        if any(abs(a - b) > rtol * max(1.0, abs(b)) for a, b in zip(other, ref)):
+            raise RuntimeError(f"rank {r}'s weights differ from rank 0's ({other} vs {ref}): the replicas "
+                               "diverged, so gradients were not synchronised (train through the DDP wrapper)")
+
+
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", 0))
 

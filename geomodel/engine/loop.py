@@ -102,6 +102,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
     """One pass over `loader`; returns {"loss": mean training loss}."""
     model.train()
     total, count = 0.0, 0
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)  # fp16 underflows
     bar = tqdm(loader, desc=desc, leave=False, disable=None if dist.is_main() else True)
     for batch in bar:
         batch = to_device(batch, device)
@@ -110,10 +111,12 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: Callable, optim
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: loss became {loss.item()}; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
         if grad_clip:
+            scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         n = len(next(iter(batch.values())))
         total += loss.item() * n
         count += n
@@ -173,7 +176,10 @@ def fit(model: nn.Module, stage: Stage, train_loader_for_epoch: Callable[[int], 
             loader = train_loader_for_epoch(epoch)
             train = train_one_epoch(model, loader, stage.loss, optimizer, device, grad_clip=grad_clip,
                                     desc=f"{stage.name} epoch {epoch + 1}/{epochs}", autocast_dtype=autocast_dtype)
-            metrics = stage.evaluate(model, val_loader)
+            # Rank 0 scores the whole validation set with its plain module (no DDP collectives) and
+            # every rank takes its numbers, so scheduler and early-stopping decisions agree everywhere.
+            metrics = stage.evaluate(dist.unwrap_ddp(model), val_loader) if dist.is_main() else None
+            metrics = dist.broadcast_object(metrics)
             if scheduler is not None:
                 scheduler.step(metrics[stage.monitor]) if plateau else scheduler.step()
             row = {"epoch": epoch + 1, "train_loss": train["loss"], **{f"val_{k}": v for k, v in metrics.items()
@@ -196,6 +202,7 @@ def fit(model: nn.Module, stage: Stage, train_loader_for_epoch: Callable[[int], 
             result.stopped_early = False
         if early.should_stop:
             result.stopped_early = True
+        dist.check_replicas_agree(model)
     except KeyboardInterrupt:
         result.interrupted = True
         if dist.is_main():

@@ -52,7 +52,10 @@ def prepare_data(csv: str | Path, images: str | Path, *, data_cfg: DataConfig, s
                  check: bool = True) -> Prepared:
     """Read, validate, split (stratified, when no validation CSV), exclude, fit stats, drop outliers."""
     df = read_labels(csv, num_regions=data_cfg.num_regions)
+    n_rows = len(df)
     df = apply_exclusions(df, data_cfg.exclude)
+    if df.empty:
+        raise DataError(f"{csv}: no rows left: the exclusion list removed all {n_rows} of them")
     if val_csv is not None:
         val = read_labels(val_csv, num_regions=data_cfg.num_regions)
         train = df
@@ -92,12 +95,13 @@ class _Rows(Dataset):
         return {"features": self.views[self.view_of[i], i], **{k: v[i] for k, v in self.columns.items()}}
 
 
-def _loader(dataset: Dataset, cfg: TrainConfig, *, shuffle: bool, epoch: int = 0) -> DataLoader:
+def _loader(dataset: Dataset, cfg: TrainConfig, *, shuffle: bool, epoch: int = 0, shard: bool = True) -> DataLoader:
+    """`shard`: under torchrun each rank reads its own part (training); validation reads everything."""
     generator = torch.Generator().manual_seed(cfg.seed * 1009 + epoch)
     if isinstance(dataset, _Rows) and shuffle:
         dataset.resample_views(generator)
     sampler = None
-    if dist.is_enabled():
+    if shard and dist.is_enabled():
         sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, seed=cfg.seed, drop_last=False)
         sampler.set_epoch(epoch)
         shuffle = False
@@ -114,6 +118,8 @@ def _features(backbone: nn.Module, df: pd.DataFrame, images: Path, image_size: i
     """(V, N, D): the eval view, then `views` fixed augmented views."""
     stats = (backbone.mean, backbone.std)
     cache = FeatureCache(cfg.cache_dir) if cfg.cache_features else None
+    if cache is not None and dist.local_rank() != 0:  # one writer per machine: wait, then read its cache
+        dist.barrier()
     out = [extract_features(backbone, _paths(df, images), build_transforms(stats, image_size, train=False),
                             device=device, batch_size=cfg.batch_size, cache=cache, policy="eval",
                             image_size=image_size, desc=desc)]
@@ -121,14 +127,36 @@ def _features(backbone: nn.Module, df: pd.DataFrame, images: Path, image_size: i
         out.append(extract_features(backbone, _paths(df, images), build_transforms(stats, image_size, train=True),
                                     device=device, batch_size=cfg.batch_size, cache=cache, policy=f"aug{k}",
                                     image_size=image_size, view_seed=k, desc=f"{desc} view {k + 1}/{views}"))
+    if cache is not None and dist.local_rank() == 0:
+        dist.barrier()
     return torch.stack(out)
 
 
-def _maybe_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+class _HeadOnly(nn.Module):
+    """Calls `forward_head` through `forward`, so DDP's forward (which arms its gradient hooks) runs.
+
+    Frozen-trunk training feeds cached features to the heads; calling `forward_head`
+    on the bare model would skip DDP and leave every rank's gradients unsynchronised.
+    Named `module` so `unwrap_model` reaches the model for checkpoints.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.module = model
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.module.forward_head(*args)
+
+
+def _maybe_ddp(model: nn.Module, device: torch.device, *, heads_only: bool = False) -> nn.Module:
+    """The model to train: wrapped in DDP under torchrun. `heads_only`: its forward takes features."""
+    if heads_only:
+        model = _HeadOnly(model)
     if not dist.is_enabled() or not any(p.requires_grad for p in model.parameters()):
         return model
+    # A frozen trunk's BatchNorm buffers never change: no need to broadcast them every step.
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                               find_unused_parameters=True)
+                                               broadcast_buffers=not heads_only, find_unused_parameters=True)
 
 
 def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -151,7 +179,26 @@ def _resume_state(out_dir: Path, name: str, resume: bool, log: Callable) -> dict
     if not path.is_file():
         log(f"[{name}] --resume: no {path.name} in {out_dir}; starting from scratch")
         return None
-    return load_checkpoint(path, kind=name)
+    ckpt = load_checkpoint(path, kind=name)
+    if not ckpt.get("resume"):
+        raise CheckpointError(f"{path}: holds no training state to resume from; delete it or train without --resume")
+    return ckpt
+
+
+def _restore(model: nn.Module, model_cfg: ModelConfig, image_size: int, ckpt: dict, path: Path) -> None:
+    """Load a resumable checkpoint's weights, refusing one written with other model settings."""
+    saved = {**ckpt["model_config"], "image_size": ckpt["image_size"]}
+    changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in {**to_dict(model_cfg), "image_size": image_size}.items()
+               if saved.get(k) != v]
+    if changed:
+        raise CheckpointError(f"{path}: cannot resume: the run was started with other settings ({'; '.join(changed)}). "
+                              "Resume with the original settings, or start over in a new --out folder")
+    omitted = ckpt.get("backbone_weights") == "pretrained"  # a frozen pretrained trunk is rebuilt, not stored
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    missing = [k for k in missing if not (omitted and k.startswith("backbone.trunk."))]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: cannot resume: its weights do not fit the model "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 # --------------------------------------------------------------------------- stage 1
@@ -169,7 +216,7 @@ def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
     model = RegionClassifier(model_cfg, image_size=image_size)
     resumed = _resume_state(out_dir, "region", resume, log)
     if resumed is not None:
-        model.load_state_dict(resumed["state_dict"])
+        _restore(model, model_cfg, image_size, resumed, out_dir / "region_last.pt")
     norm = (model.backbone.mean, model.backbone.std)
     frozen = cfg.freeze_backbone
     if frozen:
@@ -188,7 +235,7 @@ def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
                                              views=cfg.aug_views, desc="train features"), region=y_train)
         val_set: Dataset = _Rows(_features(model.backbone, prep.val, prep.val_images, image_size, cfg, device,
                                            desc="val features"), region=y_val)
-        logits_of = lambda m, b: unwrap_model(m).forward_head(b["features"])  # noqa: E731
+        logits_of = lambda m, b: m(b["features"])  # noqa: E731  (m: the _HeadOnly-wrapped model)
     else:
         train_set = GeoDataset(prep.train, prep.train_images, build_transforms(norm, image_size, train=True))
         val_set = GeoDataset(prep.val, prep.val_images, build_transforms(norm, image_size, train=False))
@@ -210,7 +257,7 @@ def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
                 "per_region_accuracy": out["per_region_accuracy"]}
 
     stage = Stage("region", lambda m, b: criterion(logits_of(m, b), b["region"]), evaluate, "accuracy", "max")
-    ddp_model = _maybe_ddp(model, device)
+    ddp_model = _maybe_ddp(model, device, heads_only=frozen)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr or 1e-3, weight_decay=cfg.weight_decay)
     scheduler = cosine_with_warm_restarts(optimizer)
@@ -228,7 +275,7 @@ def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
                     out_dir / "region_last.pt")
 
     result = fit(ddp_model, stage, lambda e: _loader(train_set, cfg, shuffle=True, epoch=e),
-                 _loader(val_set, cfg, shuffle=False), optimizer=optimizer, scheduler=scheduler,
+                 _loader(val_set, cfg, shuffle=False, shard=False), optimizer=optimizer, scheduler=scheduler,
                  epochs=cfg.epochs, patience=cfg.patience, grad_clip=cfg.grad_clip, device=device, out_dir=out_dir,
                  save_best=save_best, save_last=save_last, resume_state=resumed and resumed["resume"],
                  seed=cfg.seed, autocast_dtype=_autocast_dtype(cfg, device), log=log)
@@ -284,7 +331,7 @@ def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
             trunk.requires_grad_(False)
     resumed = _resume_state(out_dir, "coords", resume, log)
     if resumed is not None:
-        model.load_state_dict(resumed["state_dict"])
+        _restore(model, model_cfg, image_size, resumed, out_dir / "coords_last.pt")
     stats = prep.stats
     model.coord_mean.copy_(torch.tensor(stats.mean, dtype=torch.float64))
     model.coord_std.copy_(torch.tensor(stats.std, dtype=torch.float64))
@@ -315,7 +362,7 @@ def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
         r_val = region_inputs(prep.val, prep.val_images, f_val, "val")
         train_set: Dataset = _Rows(f_train, coords=z_train, region_in=r_train)
         val_set: Dataset = _Rows(f_val, coords=z_val, region_in=r_val)
-        predict = lambda m, b: unwrap_model(m).forward_head(b["features"], b["region_in"])  # noqa: E731
+        predict = lambda m, b: m(b["features"], b["region_in"])  # noqa: E731  (m: _HeadOnly-wrapped)
     else:
         r_train = region_inputs(prep.train, prep.train_images, None, "train")
         r_val = region_inputs(prep.val, prep.val_images, None, "val")
@@ -343,7 +390,7 @@ def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
                 "mean_error": cm["mean_error"]}
 
     stage = Stage("coords", lambda m, b: coord_loss(predict(m, b), b["coords"]), evaluate, "loss", "min")
-    ddp_model = _maybe_ddp(model, device)
+    ddp_model = _maybe_ddp(model, device, heads_only=frozen)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr or (1e-3 if frozen else 1e-4))
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=5)
@@ -366,7 +413,7 @@ def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
         atomic_save(checkpoint(model, resume={**state, "train_config": to_dict(cfg)}), out_dir / "coords_last.pt")
 
     result = fit(ddp_model, stage, lambda e: _loader(train_set, cfg, shuffle=True, epoch=e),
-                 _loader(val_set, cfg, shuffle=False), optimizer=optimizer, scheduler=scheduler,
+                 _loader(val_set, cfg, shuffle=False, shard=False), optimizer=optimizer, scheduler=scheduler,
                  epochs=cfg.epochs, patience=cfg.patience, grad_clip=cfg.grad_clip, device=device, out_dir=out_dir,
                  save_best=save_best, save_last=save_last, resume_state=resumed and resumed["resume"],
                  seed=cfg.seed, autocast_dtype=_autocast_dtype(cfg, device), log=log)
