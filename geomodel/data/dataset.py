@@ -7,40 +7,35 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from geomodel.data.images import MAX_PIXELS, load_image
+from geomodel.data.images import load_image, verify_image
 from geomodel.data.labels import CoordStats
 from geomodel.errors import DataError, ImageError
 
 
 def check_images(df: pd.DataFrame, images_dir: str | Path, csv: str | Path = "labels CSV") -> None:
-    """Fail early, listing every row whose image is missing or unreadable from its header."""
+    """Fail before training starts, listing every row whose image is missing or unusable.
+
+    Each image is decoded once (`verify_image`), so truncated or corrupt files are
+    found here rather than hours into training.
+    """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise DataError(f"image folder not found: {images_dir}")
     problems = []
     for row, name in tqdm(zip(df["row"], df["filename"]), total=len(df), desc="checking images",
                           leave=False, disable=None):
-        path = images_dir / name
         try:
-            if not path.is_file():
-                raise ImageError(f"{path}: file not found")
-            if path.stat().st_size == 0:
-                raise ImageError(f"{path}: the file is empty (0 bytes)")
-            with Image.open(path) as img:
-                if img.size[0] * img.size[1] > MAX_PIXELS:
-                    raise ImageError(f"{path}: image is too large ({img.size[0]}x{img.size[1]})")
+            verify_image(images_dir / name)
         except ImageError as exc:
             problems.append(f"line {int(row) + 2}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - any failure to open is reported per file
-            problems.append(f"line {int(row) + 2}: {path}: not a readable image ({type(exc).__name__})")
     if problems:
         shown = "\n  ".join(problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise DataError(f"{csv}: {len(problems)} image(s) cannot be used:\n  {shown}{more}")
+        raise DataError(f"{csv}: {len(problems)} image(s) cannot be used (fix or remove them, or list them in "
+                        f"--exclude):\n  {shown}{more}")
 
 
 class GeoDataset(Dataset):

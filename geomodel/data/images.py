@@ -14,7 +14,7 @@ from geomodel.errors import ImageError
 ImageInput = Union[str, Path, Image.Image, bytes, BinaryIO]
 
 MAX_PIXELS = 64_000_000  # ~8000x8000: larger is refused before decoding (decompression bombs)
-MAX_FILE_BYTES = 50 * 1024 * 1024
+MAX_FILE_BYTES = 50 * 1024 * 1024  # larger files are refused unread (photos are a few MB)
 _HEIF_SUFFIXES = {".heic", ".heif", ".avif"}
 
 
@@ -33,14 +33,16 @@ def to_rgb(img: Image.Image) -> Image.Image:
     Transparent pixels are composited on white so they do not turn black.
     """
     img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
         arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
         img = Image.fromarray(arr.astype(np.uint8), "L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
+    if img.mode == "La":  # premultiplied alpha: Pillow converts it to RGBA only through LA
+        img = img.convert("LA")
+    if img.mode in ("RGBA", "RGBa", "LA", "PA"):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
@@ -57,39 +59,91 @@ def load_image(image: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Imag
     name = describe(image)
     if isinstance(image, Image.Image):
         _check_size(image, name, max_pixels)
-        return to_rgb(image)
+        return _to_rgb_checked(image, name)
+    return _to_rgb_checked(_decode(image, name, max_pixels), name)
+
+
+def verify_image(image: str | Path | bytes | BinaryIO, *, max_pixels: int = MAX_PIXELS) -> None:
+    """Decode an image once, the way training will, raising the ImageError `load_image` would.
+
+    Truncated and corrupt files are only found by decoding them; JPEGs are decoded at
+    reduced scale (the whole stream is still read, so truncation is still found), which
+    makes checking a folder several times faster than loading it.
+    """
+    name = describe(image)
+    img = _decode(image, name, max_pixels, draft=(64, 64))
+    try:
+        _to_rgb_checked(img, name)
+    finally:
+        img.close()
+
+
+def _source(image: ImageInput, name: str) -> BinaryIO | Path:
+    """What `Image.open` reads, after the checks that need no decoding."""
     if isinstance(image, (str, Path)):
         path = Path(image)
+        if path.is_dir():
+            raise ImageError(f"{name}: is a folder, not an image file")
         if not path.is_file():
             raise ImageError(f"{name}: file not found")
-        size = path.stat().st_size
-        if size == 0:
-            raise ImageError(f"{name}: the file is empty (0 bytes)")
-        if size > MAX_FILE_BYTES:
-            raise ImageError(f"{name}: file is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB")
-        source: BinaryIO | Path = path
-    elif isinstance(image, bytes):
-        if not image:
-            raise ImageError(f"{name}: the file is empty (0 bytes)")
-        source = io.BytesIO(image)
-    else:
-        source = image
+        _check_bytes(path.stat().st_size, name)
+        return path
+    if isinstance(image, (bytes, bytearray)):
+        _check_bytes(len(image), name)
+        return io.BytesIO(image)
+    return image
+
+
+def _check_bytes(size: int, name: str) -> None:
+    if size == 0:
+        raise ImageError(f"{name}: the file is empty (0 bytes)")
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"{name}: file is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB")
+
+
+def _decode(image: ImageInput, name: str, max_pixels: int, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Open and decode, refusing oversized images from their header; every failure is an ImageError."""
+    source = _source(image, name)
+    img = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(source)
             _check_size(img, name, max_pixels)
+            if draft is not None:
+                img.draft("RGB", draft)  # JPEG only: decode at 1/2..1/8 scale; a no-op for other formats
             img.load()
+        return img
     except ImageError:
+        _close(img)
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        _close(img)
         raise ImageError(f"{name}: image is too large to decode safely (over {max_pixels:,} pixels)") from None
     except UnidentifiedImageError:
         raise ImageError(_unidentified_message(name, source)) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        reason = "truncated or corrupt" if "truncated" in str(exc).lower() else f"cannot be decoded ({exc})"
+    except MemoryError:
+        _close(img)
+        raise ImageError(f"{name}: not enough memory to decode this image") from None
+    except Exception as exc:  # noqa: BLE001 - Pillow's plugins raise OSError, SyntaxError, EOFError, struct.error...
+        _close(img)
+        reason = ("truncated or corrupt" if "truncated" in str(exc).lower()
+                  else f"corrupt or cannot be decoded ({type(exc).__name__}: {exc})")
         raise ImageError(f"{name}: image is {reason}") from None
-    return to_rgb(img)
+
+
+def _close(img: Image.Image | None) -> None:
+    if img is not None:
+        img.close()
+
+
+def _to_rgb_checked(img: Image.Image, name: str) -> Image.Image:
+    try:
+        return to_rgb(img)
+    except MemoryError:
+        raise ImageError(f"{name}: not enough memory to convert this image") from None
+    except Exception as exc:  # noqa: BLE001 - an odd mode or broken EXIF block is this image's problem only
+        raise ImageError(f"{name}: cannot convert its {img.mode} pixels to RGB ({type(exc).__name__}: {exc})") from None
 
 
 def _check_size(img: Image.Image, name: str, max_pixels: int) -> None:

@@ -17,6 +17,13 @@ from geomodel.errors import DataError
 
 REQUIRED_COLUMNS = ("filename", "latitude", "longitude", "Region_ID")
 OPTIONAL_COLUMNS = ("timestamp", "angle", "pred_Region_ID")
+# Names other tools use for the required columns, offered as "rename it" hints.
+_ALIASES = {
+    "filename": ("file", "file_name", "image", "image_name", "img", "name", "path", "photo"),
+    "latitude": ("lat", "y", "northing"),
+    "longitude": ("lon", "lng", "long", "x", "easting"),
+    "Region_ID": ("region", "region_id", "regionid", "region id", "label", "class", "zone"),
+}
 _MAX_LISTED = 5
 
 
@@ -46,7 +53,7 @@ def read_labels(csv: str | Path, *, num_regions: int | None = None, need_region:
     except pd.errors.EmptyDataError:
         raise DataError(f"{csv}: the file is empty (expected a header {','.join(REQUIRED_COLUMNS)})") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{csv}: not a readable CSV ({exc})") from None
+        raise DataError(f"{csv}: not a readable CSV ({str(exc).strip()})") from None
     df.columns = [str(c).strip() for c in df.columns]
     required = REQUIRED_COLUMNS if need_region else REQUIRED_COLUMNS[:3]
     missing = [c for c in required if c not in df.columns]
@@ -54,10 +61,12 @@ def read_labels(csv: str | Path, *, num_regions: int | None = None, need_region:
         hints = []
         for col in missing:
             close = difflib.get_close_matches(col, df.columns, n=1, cutoff=0.6)
-            close = close or [c for c in df.columns if c.lower() == col.lower()]
+            close = close or [c for c in df.columns if c.lower() in (col.lower(), *_ALIASES[col])]
             hints.append(f"{col!r}" + (f" (found {close[0]!r}: rename it)" if close else ""))
+        separator = next((sep for sep in (";", "\t", "|") if len(df.columns) == 1 and sep in df.columns[0]), None)
+        advice = f"; the file seems to be separated by {separator!r}: save it with commas" if separator else ""
         raise DataError(f"{csv}: missing required column(s) {', '.join(hints)}; "
-                        f"columns present: {', '.join(map(repr, df.columns))}")
+                        f"columns present: {', '.join(map(repr, df.columns))}{advice}")
     if df.empty:
         raise DataError(f"{csv}: no data rows under the header")
     df = df.reset_index(drop=True)
