@@ -66,6 +66,9 @@ def prepare_data(csv: str | Path, images: str | Path, *, data_cfg: DataConfig, s
     num_regions = data_cfg.num_regions or int(max(train["Region_ID"].max(), val["Region_ID"].max()))
     stats = CoordStats.fit(train, data_cfg.outlier_low_pct, data_cfg.outlier_high_pct)
     train = drop_outliers(train, stats, csv)
+    # The same (train-fitted) bounds clean the early-stopping set: one mislabelled photo 30 km
+    # away would otherwise decide which epoch is "best". Reported test metrics keep every photo.
+    val = val.loc[stats.inliers(val)].reset_index(drop=True) if stats.inliers(val).any() else val
     if len(val) == 0:
         raise DataError(f"{val_csv or csv}: the validation set is empty")
     names = data_cfg.region_names or [f"Region {i + 1}" for i in range(num_regions)]
