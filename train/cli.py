@@ -154,6 +154,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     df = read_labels(args.csv)
     check_region_count(args.csv, df, predictor.num_regions)
     pred = predictor.predict_frame(df, args.images, batch_size=args.batch_size)
+    if pred["error"].notna().all():
+        from geomodel.errors import DataError
+
+        shown = "\n  ".join(f"line {int(r) + 2}: {e}" for r, e in zip(pred["row"][:5], pred["error"][:5]))
+        raise DataError(f"{args.csv}: none of the {len(pred)} images could be used, so there is nothing to "
+                        f"evaluate:\n  {shown}")
     metrics = {**evaluate_frame(pred, predictor.num_regions, predictor.frame), "model": str(args.model),
                "csv": str(args.csv)}
     unit = metrics["error_unit"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -117,9 +118,12 @@ def _decode(image: ImageInput, name: str, max_pixels: int, draft: tuple[int, int
     except ImageError:
         _close(img)
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         _close(img)
-        raise ImageError(f"{name}: image is too large to decode safely (over {max_pixels:,} pixels)") from None
+        found = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) exceeds limit ..."
+        size = f"{int(found.group(1)):,} pixels" if found else f"over {max_pixels:,} pixels"
+        raise ImageError(f"{name}: image is too large to decode safely ({size}; the limit is {max_pixels:,}: "
+                         "a decompression bomb, or a photo to resize first)") from None
     except UnidentifiedImageError:
         raise ImageError(_unidentified_message(name, source)) from None
     except MemoryError:
