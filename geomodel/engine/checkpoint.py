@@ -11,8 +11,11 @@ executing anything. Keys:
 """
 from __future__ import annotations
 
+import glob
 import os
 import pickle
+import re
+import socket
 import tempfile
 import zipfile
 from pathlib import Path
@@ -25,6 +28,9 @@ from geomodel.errors import CheckpointError
 
 FORMAT = "geomodel-checkpoint"
 FORMAT_VERSION = 1
+# Temporary files are named .NAME.HOST.PID.XXXX.tmp, so a later save can tell a dead writer's leftovers
+# (removed) from a live writer's file in progress (left alone).
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -42,11 +48,15 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
 
     A crash or kill at any moment leaves either the old file or the new one, never a torn file.
+    The temporary file of a writer killed mid-save is removed by the next save of `path`.
+    A failed write (disk full, no permission) raises CheckpointError; the old file is kept.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
@@ -55,9 +65,32 @@ def atomic_save(obj: Any, path: str | Path) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"could not write {path} ({exc.strerror or exc}); "
+                                  "any earlier version of it is unchanged") from exc
         raise
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temporary files of `path` left on this machine by writers that no longer run."""
+    prefix = f".{path.name}.{_HOST}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _process_exists(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import random
 import signal
 from dataclasses import dataclass, field
@@ -135,13 +136,18 @@ class FitResult:
 
 
 def write_history(path: Path, history: list[dict]) -> None:
+    """Write the per-epoch rows as CSV, replacing the file in one step (a kill never leaves half of it)."""
     if not history:
         return
     keys = list(dict.fromkeys(k for row in history for k in row if not isinstance(row[k], (list, dict))))
-    with open(path, "w", newline="") as fh:
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
+    os.replace(tmp, path)
 
 
 def fit(model: nn.Module, stage: Stage, train_loader_for_epoch: Callable[[int], Iterable], val_loader: Iterable,
@@ -152,8 +158,9 @@ def fit(model: nn.Module, stage: Stage, train_loader_for_epoch: Callable[[int], 
     """Train with early stopping, keeping the best checkpoint and a resumable last one.
 
     Each epoch's randomness is seeded from (seed, epoch), so a run resumed from the
-    last checkpoint continues exactly as the uninterrupted run would. Ctrl-C stops
-    after saving nothing new: the last completed epoch is already on disk.
+    last checkpoint continues exactly as the uninterrupted run would. Ctrl-C (or
+    SIGTERM, see `install_sigterm_as_interrupt`) stops at once: the last completed
+    epoch is already on disk, and a save it interrupts leaves the previous file whole.
     """
     early = EarlyStopping(patience=patience, mode=stage.mode)
     result = FitResult()
@@ -164,9 +171,12 @@ def fit(model: nn.Module, stage: Stage, train_loader_for_epoch: Callable[[int], 
             scheduler.load_state_dict(resume_state["scheduler"])
         early.load_state_dict(resume_state["early_stopping"])
         result.history = list(resume_state["history"])
+        if resume_state.get("rng") is not None:  # torch is reseeded per epoch; this restores python/numpy too
+            set_rng_state(resume_state["rng"])
         start = int(resume_state["epoch"]) + 1
         log(f"[{stage.name}] resuming after epoch {start} (best {stage.monitor}={early.best})")
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    saved = start  # epochs completed and on disk in the resumable checkpoint
     try:
         for epoch in range(start, epochs):
             if early.should_stop:
@@ -197,6 +207,7 @@ def fit(model: nn.Module, stage: Stage, train_loader_for_epoch: Callable[[int], 
                            "scheduler": scheduler.state_dict() if scheduler is not None else None,
                            "early_stopping": early.state_dict(), "history": result.history,
                            "rng": rng_state()})
+            saved = epoch + 1
             dist.barrier()
         else:
             result.stopped_early = False
@@ -206,8 +217,10 @@ def fit(model: nn.Module, stage: Stage, train_loader_for_epoch: Callable[[int], 
     except KeyboardInterrupt:
         result.interrupted = True
         if dist.is_main():
-            log(f"\n[{stage.name}] interrupted. The last completed epoch is saved in "
-                f"{out_dir / (stage.name + '_last.pt')}; rerun the same command with --resume to continue.")
+            last = out_dir / f"{stage.name}_last.pt"
+            where = (f"epoch {saved}/{epochs} is saved in {last}" if saved
+                     else "no epoch had finished, so there is nothing to resume from yet")
+            log(f"\n[{stage.name}] interrupted: {where}. Rerun the same command with --resume to continue.")
     result.best_epoch = early.best_epoch + 1
     result.best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
     return result
