@@ -17,7 +17,6 @@ import pickle
 import re
 import socket
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -103,11 +102,14 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
-            raise CheckpointError(f"{path}: refused to load: the file contains Python objects or code, not "
+        # weights_only refuses every import a pickle asks for (a class, os.system, ...) before running it.
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found or "Unsupported global" in str(exc):
+            what = f" ({found.group(1)})" if found else ""
+            raise CheckpointError(f"{path}: refused to load: the file contains Python objects or code{what}, not "
                                   "plain data (only geomodel checkpoints are accepted; nothing was executed)") from None
-        raise CheckpointError(f"{path}: not a geomodel checkpoint (unreadable pickle: {exc})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a geomodel checkpoint (not a readable PyTorch file)") from None
+    except Exception as exc:  # noqa: BLE001 - torch's readers fail on garbage with any exception type
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint; it may be truncated or not a checkpoint "
                               f"({msg})") from None
