@@ -1,0 +1,50 @@
+"""`python app.py`: serve the geomodel demo (Gradio). Importing this file starts nothing.
+
+Settings come from flags or environment variables (`python app.py --help`); with none, the
+bundled synthetic demo in `assets/` is served on http://127.0.0.1:7860.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Sequence
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the app works offline; send nothing home
+
+
+def build(argv: Sequence[str] | None = None):
+    """Parse settings, load the model once, and return `(blocks, config)` with the queue set up."""
+    from demo.settings import config_from_args
+    from demo.ui import build_app, load_context
+
+    config = config_from_args(argv)
+    blocks = build_app(load_context(config))
+    blocks.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
+    return blocks, config
+
+
+def launch(blocks, config, **overrides) -> str:
+    """Serve `blocks` with the settings of `config` (overrides win); returns the local URL.
+
+    Blocks until the server stops unless `prevent_thread_lock=True` (tests, benchmarks).
+    """
+    from demo.ui import launch_kwargs
+
+    _, url, _ = blocks.launch(**{**launch_kwargs(config), **overrides})
+    return url
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from geomodel.errors import GeomodelError
+
+    try:
+        blocks, config = build(argv)
+    except (GeomodelError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    launch(blocks, config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Pure builders for the Predict tab: result rows in, table / CSV / GeoJSON / map points out.
+
+A *row* is one uploaded photo: the dict `Predictor.predict` returns for it, with `file` set to
+the bare file name (shown as text, never as markup) and these keys added:
+
+    gps_latitude, gps_longitude  the photo's EXIF GPS position (wgs84 models only) or None
+    gps_error                    distance prediction -> GPS position, in the model's error unit
+    thumbnail                    a small data:image/jpeg URI for the map popup, or None
+
+Rows are plain JSON-able dicts, so they can live in `gr.State` and be rebuilt into any view.
+"""
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+from PIL import Image
+
+from demo.maps import MapPoint
+
+TABLE_HEADERS = ("File", "Region", "Probability", "Top-k regions", "Latitude", "Longitude",
+                 "GPS latitude", "GPS longitude", "Error", "Problem")
+CSV_FIELDS = ("file", "region_id", "region_name", "region_prob", "top_k", "latitude", "longitude",
+              "gps_latitude", "gps_longitude", "gps_error", "error")
+_GPS_IFD = 0x8825
+_GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON = 1, 2, 3, 4
+
+
+def top_k_text(top_k: Sequence[dict]) -> str:
+    """`Library quarter 91% · Science park 6%`: the top-k list as one readable cell."""
+    return " · ".join(f"{t['region_name']} {t['prob']:.0%}" for t in top_k)
+
+
+def results_table(rows: Sequence[dict], error_unit: str = "", *, gps: bool = True) -> pd.DataFrame:
+    """One table row per photo, failed photos included with their reason under "Problem".
+
+    `gps=False` (planar models, which never read EXIF GPS) leaves out the three GPS columns.
+    """
+    headers = list(TABLE_HEADERS)
+    headers[TABLE_HEADERS.index("Error")] = f"Error ({error_unit})" if error_unit else "Error"
+    data = []
+    for r in rows:
+        ok = r.get("error") is None
+        data.append([
+            r["file"],
+            r["region_name"] if ok else "",
+            _round(r.get("region_prob"), 3),
+            top_k_text(r.get("top_k") or []),
+            _round(r.get("latitude"), 6),
+            _round(r.get("longitude"), 6),
+            _round(r.get("gps_latitude"), 6),
+            _round(r.get("gps_longitude"), 6),
+            _round(r.get("gps_error"), 1),
+            "" if ok else r["error"],
+        ])
+    df = pd.DataFrame(data, columns=headers)
+    return df if gps else df.drop(columns=headers[6:9])
+
+
+def to_csv(rows: Sequence[dict]) -> str:
+    """All rows as CSV text (failed photos too, with their `error`); top-k as `name:prob;...`."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        out = {k: r.get(k) for k in CSV_FIELDS}
+        out["top_k"] = ";".join(f"{t['region_name']}:{t['prob']:.4f}" for t in r.get("top_k") or [])
+        writer.writerow({k: "" if v is None else v for k, v in out.items()})
+    return buf.getvalue()
+
+
+def to_geojson(rows: Sequence[dict], frame: str) -> dict:
+    """A GeoJSON FeatureCollection: one Point per predicted photo at `[longitude, latitude]`.
+
+    Photos that could not be read keep their place with `geometry: null` and their `error`.
+    RFC 7946 coordinates are WGS84; for a planar model they are the model's own x/y, which the
+    collection says in its `frame` member.
+    """
+    features = []
+    for r in rows:
+        ok = r.get("error") is None
+        props = {k: r.get(k) for k in CSV_FIELDS if k not in ("latitude", "longitude")}
+        props["top_k"] = [dict(t) for t in r.get("top_k") or []]
+        geometry = {"type": "Point", "coordinates": [r["longitude"], r["latitude"]]} if ok else None
+        features.append({"type": "Feature", "geometry": geometry, "properties": props})
+    return {"type": "FeatureCollection", "frame": frame, "features": features}
+
+
+def map_points(rows: Sequence[dict]) -> list[MapPoint]:
+    """Map points for the photos that got a prediction (with the GPS truth when known)."""
+    points = []
+    for r in rows:
+        if r.get("error") is not None:
+            continue
+        has_gps = r.get("gps_latitude") is not None
+        points.append(MapPoint(
+            name=r["file"], lat=r["latitude"], lon=r["longitude"], region=r["region_name"],
+            true_lat=r["gps_latitude"] if has_gps else None, true_lon=r["gps_longitude"] if has_gps else None,
+            error=r.get("gps_error") if has_gps else None, thumbnail=r.get("thumbnail"),
+            extra={"Probability": f"{r['region_prob']:.1%}", "Top-k": top_k_text(r["top_k"])},
+        ))
+    return points
+
+
+def problems_markdown(rows: Sequence[dict]) -> str:
+    """A Markdown list of the photos that failed and why; names and reasons are escaped text."""
+    bad = [r for r in rows if r.get("error") is not None]
+    if not bad:
+        return ""
+    n_ok = len(rows) - len(bad)
+    lines = [f"**{len(bad)} of {len(rows)} photo{'s' if len(rows) != 1 else ''} could not be used** "
+             f"({n_ok} got a prediction):"]
+    lines += [f"- `{_code_text(r['file'])}`: {escape_markdown(r['error'])}" for r in bad]
+    return "\n".join(lines)
+
+
+def summary_markdown(rows: Sequence[dict], error_unit: str) -> str:
+    """One line: how many photos were predicted, and the GPS errors when there are any."""
+    ok = [r for r in rows if r.get("error") is None]
+    text = f"Predicted {len(ok)} of {len(rows)} photo{'s' if len(rows) != 1 else ''}."
+    errors = sorted(r["gps_error"] for r in ok if r.get("gps_error") is not None)
+    if errors:
+        text += (f" {len(errors)} carried EXIF GPS: median error {statistics.median(errors):,.1f} {error_unit} "
+                 f"(lines on the map join each prediction to its GPS position).")
+    return text
+
+
+def exif_gps(image: Image.Image | str | Path) -> tuple[float, float] | None:
+    """(latitude, longitude) in degrees from a photo's EXIF GPS tags, or None.
+
+    Only the header is read. Malformed, partial or out-of-range tags give None, never an error.
+    """
+    try:
+        if isinstance(image, Image.Image):
+            gps = image.getexif().get_ifd(_GPS_IFD)
+        else:
+            with Image.open(image) as im:
+                gps = im.getexif().get_ifd(_GPS_IFD)
+        lat = _dms(gps.get(_GPS_LAT), gps.get(_GPS_LAT_REF), "NS")
+        lon = _dms(gps.get(_GPS_LON), gps.get(_GPS_LON_REF), "EW")
+    except Exception:  # noqa: BLE001 - EXIF in the wild is messy; no GPS is the answer
+        return None
+    if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    if lat == 0 and lon == 0:  # cameras write 0/0 when they have no fix
+        return None
+    return lat, lon
+
+
+def escape_markdown(text: Any) -> str:
+    """Text that Markdown shows literally: HTML-escaped, and Markdown's punctuation backslashed."""
+    out = html.escape(str(text), quote=True)
+    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|~>" else c for c in out)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _dms(value: Any, ref: Any, hemispheres: str) -> float | None:
+    if value is None:
+        return None
+    parts = [float(v) for v in (value if isinstance(value, (tuple, list)) else (value,))]
+    if not 1 <= len(parts) <= 3 or not all(math.isfinite(p) for p in parts):
+        return None
+    degrees = sum(p / 60 ** i for i, p in enumerate(parts))
+    ref = ref.decode("ascii", "ignore") if isinstance(ref, bytes) else str(ref or hemispheres[0])
+    ref = ref.strip("\x00 ").upper()[:1] or hemispheres[0]
+    if ref not in hemispheres:
+        return None
+    return -degrees if ref == hemispheres[1] else degrees
+
+
+def _round(value: Any, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _code_text(name: str) -> str:
+    return name.replace("`", "'")  # inside a code span Markdown escapes nothing; drop backticks

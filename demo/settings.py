@@ -1,0 +1,132 @@
+"""App settings: one dataclass, filled from command-line flags with environment-variable defaults.
+
+Every flag has an environment variable (`--model` <- GEOMODEL_MODEL_DIR, `--port` <- PORT, ...),
+so a hosted Space is configured without editing code. With no settings at all the app serves the
+bundled synthetic demo from `assets/`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "assets"
+BUNDLED_MODEL = ASSETS / "model"
+BUNDLED_VAL_CSV = ASSETS / "val" / "labels.csv"
+BUNDLED_EXAMPLES = ASSETS / "examples"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+# flag -> (environment variable, default, help)
+_ENV = {
+    "model": ("GEOMODEL_MODEL_DIR", None, "model directory (region.pt + coords.pt); default: the bundled demo"),
+    "val_csv": ("GEOMODEL_VAL_CSV", None, "labelled CSV for the Validation explorer (default: the bundled one "
+                "with the bundled model, none otherwise)"),
+    "val_images": ("GEOMODEL_VAL_IMAGES", None, "folder of the validation photos (default: images/ beside the "
+                   "CSV, else the CSV's folder)"),
+    "plan": ("GEOMODEL_PLAN", None, "plan.json (bounds) with plan.png beside it, drawn under planar maps "
+             "(default: MODEL/plan.json when present)"),
+    "examples": ("GEOMODEL_EXAMPLES", None, "folder of example photos (default: the bundled ones with the "
+                 "bundled model)"),
+    "host": ("GRADIO_SERVER_NAME", "127.0.0.1", "address to listen on (0.0.0.0 to serve the network)"),
+    "port": ("PORT", "7860", "port to listen on (also read from GRADIO_SERVER_PORT)"),
+    "max_files": ("GEOMODEL_MAX_FILES", "32", "most photos accepted in one request"),
+    "max_file_size": ("GEOMODEL_MAX_FILE_SIZE", "10mb", "largest accepted upload, e.g. 10mb"),
+    "concurrency": ("GEOMODEL_CONCURRENCY", "1", "predictions run at once (more queue up)"),
+    "queue_size": ("GEOMODEL_QUEUE_SIZE", "16", "requests allowed to wait; more are refused"),
+    "threads": ("GEOMODEL_THREADS", None, "torch CPU threads (default: torch's choice)"),
+    "device": ("GEOMODEL_DEVICE", "auto", "auto, cpu or cuda[:N]"),
+}
+
+
+@dataclass
+class AppConfig:
+    """Everything the app needs to start; see `get_args_parser` for the matching flags."""
+
+    model: Path = BUNDLED_MODEL  # model directory
+    val_csv: Path | None = None  # Validation explorer labels (None: no explorer)
+    val_images: Path | None = None
+    plan: Path | None = None  # plan.json; the image is plan.png beside it (or its "image" key)
+    examples: list[Path] | None = None  # example photos for the Predict tab
+    host: str = "127.0.0.1"
+    port: int = 7860
+    max_files: int = 32  # photos per request
+    max_file_size: int = 10 * 2**20  # bytes per upload
+    concurrency: int = 1  # predictions running at once: a 2-vCPU Space gains nothing from more
+    queue_size: int = 16  # waiting requests; more get "queue full"
+    threads: int | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("max_files", "max_file_size", "concurrency", "queue_size", "port"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.threads is not None and self.threads <= 0:
+            raise ValueError(f"threads must be > 0, got {self.threads!r}")
+        if (self.val_csv is None) != (self.val_images is None):
+            raise ValueError("give both val_csv and val_images, or neither")
+
+    @property
+    def is_bundled(self) -> bool:
+        return self.model.resolve() == BUNDLED_MODEL.resolve()
+
+
+def parse_size(text: str | int) -> int:
+    """`10mb` / `512kb` / `1048576` -> bytes."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*", str(text).lower())
+    if not m:
+        raise ValueError(f"not a size: {text!r} (use e.g. 10mb, 512kb or a number of bytes)")
+    return int(float(m.group(1)) * {"b": 1, "kb": 2**10, "mb": 2**20, "gb": 2**30}[m.group(2) or "b"])
+
+
+def get_args_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """Flags of `python app.py`; each defaults to its environment variable, then to the demo."""
+    env = os.environ if env is None else env
+    p = argparse.ArgumentParser(prog="python app.py", description="Serve the geomodel demo app.")
+    for name, (var, default, text) in _ENV.items():
+        value = env.get(var) or (env.get("GRADIO_SERVER_PORT") if name == "port" else None) or default
+        p.add_argument("--" + name.replace("_", "-"), default=value, help=f"{text} [env {var}]")
+    return p
+
+
+def config_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
+    """Parse flags (with environment defaults) into a checked `AppConfig`."""
+    a = get_args_parser(env).parse_args(argv)
+    model = Path(a.model) if a.model else BUNDLED_MODEL
+    bundled = model.resolve() == BUNDLED_MODEL.resolve()
+    val_csv = Path(a.val_csv) if a.val_csv else (BUNDLED_VAL_CSV if bundled else None)
+    val_images = Path(a.val_images) if a.val_images else (_images_beside(val_csv) if val_csv else None)
+    plan = Path(a.plan) if a.plan else (model / "plan.json" if (model / "plan.json").is_file() else None)
+    examples_dir = Path(a.examples) if a.examples else (BUNDLED_EXAMPLES if bundled else None)
+    return AppConfig(model=model, val_csv=val_csv, val_images=val_images, plan=plan,
+                     examples=list_images(examples_dir) if examples_dir else None, host=a.host, port=int(a.port),
+                     max_files=int(a.max_files), max_file_size=parse_size(a.max_file_size),
+                     concurrency=int(a.concurrency), queue_size=int(a.queue_size),
+                     threads=int(a.threads) if a.threads else None, device=a.device)
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in `folder`, sorted by name (none if it does not exist)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def load_plan(path: Path):
+    """A `PlanOverlay` from plan.json (`bounds`, optional `image`, default plan.png beside it)."""
+    from demo.maps import PlanOverlay
+
+    meta = json.loads(path.read_text())
+    image = path.parent / meta.get("image", "plan.png")
+    (s, w), (n, e) = meta["bounds"]
+    return PlanOverlay(image=image, bounds=((s, w), (n, e)))
+
+
+def _images_beside(csv: Path) -> Path:
+    return csv.parent / "images" if (csv.parent / "images").is_dir() else csv.parent

@@ -1,0 +1,274 @@
+"""The Gradio app: thin wiring of `AppContext` (loaded once) to the pure builders.
+
+`load_context(config)` does all start-up work (model, validation predictions, plan, example
+list); `build_app(ctx)` lays out the tabs and events. Per-visitor data (the last batch of
+results) lives in `gr.State`; the context is only read after start-up.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from demo import results as R
+from demo.maps import PlanOverlay, render_map, to_iframe
+from demo.service import TooManyPhotos, predict_photos
+from demo.settings import ROOT, AppConfig, load_plan
+from demo.validation import ALL_REGIONS, ValidationSet, region_choices, region_of_choice
+from geomodel.errors import GeomodelError
+from geomodel.predictor import ModelInfo, Predictor
+
+MAP_HEIGHT = 520
+_DOWNLOAD_TTL_S = 3600  # CSV/GeoJSON files older than this are deleted on the next request
+_CSS = """
+.gm-note {font-size: 0.9em; opacity: 0.85}
+"""
+
+
+@dataclass
+class AppContext:
+    """Start-up state shared (read-only) by every visitor."""
+
+    config: AppConfig
+    predictor: Predictor
+    info: ModelInfo
+    plan: PlanOverlay | None
+    validation: ValidationSet | None
+    validation_problem: str | None  # why there is no explorer, when there is none
+    examples: list[Path]
+    empty_map: str  # the map before any prediction (just the plan, if any)
+    work_dir: Path  # where download files are written
+
+    @property
+    def bundled(self) -> bool:
+        return self.config.is_bundled
+
+
+def load_context(config: AppConfig) -> AppContext:
+    """Load the model once and compute the validation predictions once."""
+    predictor = Predictor.from_dir(config.model, device=config.device, threads=config.threads)
+    info = predictor.info()
+    plan = load_plan(config.plan) if config.plan and predictor.frame == "planar" else None
+    validation, problem = None, None
+    if config.val_csv is not None:
+        try:
+            validation = ValidationSet.compute(predictor, config.val_csv, config.val_images, plan=plan,
+                                               map_height=MAP_HEIGHT + 40)
+        except GeomodelError as exc:
+            problem = str(exc)
+    else:
+        problem = "No validation set configured: start the app with --val-csv CSV --val-images FOLDER."
+    empty = to_iframe(render_map([], frame=predictor.frame, plan=plan, error_unit=info.error_unit,
+                                 title="Predictions appear here"), height=MAP_HEIGHT)
+    work_dir = Path(tempfile.mkdtemp(prefix="geomodel-app-"))
+    return AppContext(config, predictor, info, plan, validation, problem, list(config.examples or []), empty,
+                      work_dir)
+
+
+# ------------------------------------------------------------------------------------ handlers
+
+
+def predict(ctx: AppContext, files: list[Any] | None, progress: gr.Progress | None = None
+            ) -> tuple[Any, str, list[dict]]:
+    """Uploaded files -> (results table, map HTML, rows for the per-visitor state)."""
+    paths = [_path_of(f) for f in (files or [])]
+    if not paths:
+        raise gr.Error("Add at least one photo (upload, or click an example) and press Locate.")
+    report = None
+    if progress is not None:
+        report = lambda done, total: progress((done, total), desc="Locating photos", unit="photos")  # noqa: E731
+    try:
+        rows = predict_photos(ctx.predictor, paths, max_files=ctx.config.max_files,
+                              max_bytes=ctx.config.max_file_size, progress=report)
+    except TooManyPhotos as exc:
+        raise gr.Error(str(exc), title="Too many photos") from None
+    table = R.results_table(rows, ctx.info.error_unit, gps=ctx.predictor.frame == "wgs84")
+    return table, prediction_map(ctx, rows), rows
+
+
+def prediction_map(ctx: AppContext, rows: list[dict]) -> str:
+    n = sum(r.get("error") is None for r in rows)
+    doc = render_map(R.map_points(rows), frame=ctx.predictor.frame, plan=ctx.plan, error_unit=ctx.info.error_unit,
+                     title=f"{n} predicted photo{'s' if n != 1 else ''}")
+    return to_iframe(doc, height=MAP_HEIGHT)
+
+
+def downloads(ctx: AppContext, rows: list[dict] | None) -> tuple[str, str, Any, Any]:
+    """Summary, problem list and the CSV / GeoJSON download buttons for the visitor's results."""
+    rows = rows or []
+    if not rows:
+        hidden = gr.DownloadButton(visible=False)
+        return "", "", hidden, hidden
+    folder = _fresh_folder(ctx.work_dir)
+    csv_path = folder / "predictions.csv"
+    csv_path.write_text(R.to_csv(rows), encoding="utf-8")
+    geo_path = folder / "predictions.geojson"
+    geo_path.write_text(json.dumps(R.to_geojson(rows, ctx.predictor.frame), indent=1), encoding="utf-8")
+    return (R.summary_markdown(rows, ctx.info.error_unit), R.problems_markdown(rows),
+            gr.DownloadButton(value=str(csv_path), visible=True), gr.DownloadButton(value=str(geo_path), visible=True))
+
+
+def validation_view(ctx: AppContext, choice: str | None) -> tuple[str, str, Any]:
+    if ctx.validation is None:
+        return R.escape_markdown(ctx.validation_problem or ""), "", None
+    view = ctx.validation.view(region_of_choice(choice, ctx.predictor.region_names))
+    return view.summary, view.map_html, view.histogram
+
+
+def model_markdown(info: ModelInfo, config: AppConfig) -> str:
+    """What the loaded model is, as Markdown (every value from the checkpoint is escaped)."""
+    e = R.escape_markdown
+    where = config.model.resolve()
+    shown = where.relative_to(ROOT) if where.is_relative_to(ROOT) else where.name
+    region_list = ", ".join(f"{i + 1} {e(n)}" for i, n in enumerate(info.region_names))
+    frame = ("WGS84 latitude/longitude, errors in metres" if info.frame == "wgs84"
+             else f"planar coordinates, errors in {e(info.error_unit)}")
+    rows = [("Model", f"`{R._code_text(str(shown))}`" + (" (bundled synthetic demo)" if config.is_bundled else "")),
+            ("Region classifier backbone", e(info.backbones["region"])),
+            ("Coordinate regressor backbone", e(info.backbones["coords"])),
+            ("Layout", e(info.layout)), ("Regions", f"{len(info.region_names)}: {region_list}"),
+            ("Coordinate frame", frame), ("Input size", f"{info.image_size} px"),
+            ("Training photos", f"{info.train_size:,}")]
+    reg, crd = info.metrics.get("region", {}), info.metrics.get("coords", {})
+    if "accuracy" in reg:
+        rows.append(("Region accuracy (training hold-out)", f"{reg['accuracy']:.1%}"))
+    if "median_error" in crd:
+        rows.append(("Median error (training hold-out)", f"{crd['median_error']:,.1f} {e(info.error_unit)}"))
+    if "coord_mse" in crd:
+        rows.append(("Coordinate MSE (training hold-out)", f"{crd['coord_mse']:,.1f} {e(info.error_unit)}²"))
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    note = ("\n\nThe bundled model was trained on a **synthetic** campus only; it knows nothing about real "
+            "places. Train your own with `python -m train fit` and start the app with `--model`."
+            if config.is_bundled else "")
+    return f"| | |\n|---|---|\n{table}{note}"
+
+
+# ------------------------------------------------------------------------------------ layout
+
+
+def build_app(ctx: AppContext) -> gr.Blocks:
+    """The Blocks app (not launched; see `app.py`)."""
+    cfg = ctx.config
+    unit = ctx.info.error_unit
+    frame_note = ("coordinates are the plan's x/y" if ctx.predictor.frame == "planar"
+                  else "photos with EXIF GPS also show their true point, the error line and the distance")
+    with gr.Blocks(title="geomodel: where was this photo taken?", delete_cache=(900, _DOWNLOAD_TTL_S)) as app:
+        rows_state = gr.State([])
+        gr.Markdown("# geomodel: where was this photo taken?\n"
+                    "Stage 1 picks the campus region, stage 2 the coordinates within it.")
+        if ctx.bundled:
+            gr.Markdown("This demo's model knows only a **synthetic campus** (the example photos below come "
+                        "from it); photos of real places get meaningless answers.", elem_classes="gm-note")
+        with gr.Tab("Predict", id="predict"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    files = gr.File(file_count="multiple", type="filepath", label=(
+                        f"Photos (up to {cfg.max_files} per request, {cfg.max_file_size / 2**20:.0f} MB each)"),
+                        elem_id="photos")
+                    locate = gr.Button("Locate photos", variant="primary", elem_id="locate")
+                    if ctx.examples:
+                        gallery = gr.Gallery([str(p) for p in ctx.examples], label="Examples: click one to locate it",
+                                             columns=3, height=300, allow_preview=False, interactive=False,
+                                             object_fit="cover", elem_id="examples")
+                        all_examples = gr.Button("Locate all examples", size="sm")
+                with gr.Column(scale=3):
+                    pred_map = gr.HTML(ctx.empty_map, elem_id="prediction-map")
+            summary = gr.Markdown(elem_id="summary")
+            problems = gr.Markdown(elem_id="problems")
+            gps = ctx.predictor.frame == "wgs84"
+            widths = (["16%", "11%", "7%", "22%", "8%", "8%", "8%", "8%", "6%", "6%"] if gps
+                      else ["19%", "13%", "8%", "26%", "10%", "10%", "14%"])
+            table = gr.Dataframe(R.results_table([], unit, gps=gps), label="Results", interactive=False, wrap=True,
+                                 column_widths=widths, elem_id="results")
+            with gr.Row():
+                csv_btn = gr.DownloadButton("Download CSV", visible=False, size="sm")
+                geo_btn = gr.DownloadButton("Download GeoJSON", visible=False, size="sm")
+            gr.Markdown(f"Blue dots are predictions; {frame_note}. Click a dot for details.",
+                        elem_classes="gm-note")
+
+        with gr.Tab("Validation explorer", id="validation"):
+            if ctx.validation is not None:
+                first = ctx.validation.view(None)
+                region = gr.Dropdown(region_choices(ctx.predictor.region_names), value=ALL_REGIONS,
+                                     label="Region (true)", elem_id="region-filter")
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        val_map = gr.HTML(first.map_html, elem_id="validation-map")
+                    with gr.Column(scale=2):
+                        val_summary = gr.Markdown(first.summary)
+                        hist = gr.Image(first.histogram, type="pil", label="Error histogram", show_label=False,
+                                        interactive=False, buttons=["download"])
+                gr.Markdown("Each photo's true point (purple) is joined to its prediction (blue) by a line coloured "
+                            f"by the error ({R.escape_markdown(unit)}). Predictions were computed once at start-up.",
+                            elem_classes="gm-note")
+                region.change(lambda c: validation_view(ctx, c), region, [val_summary, val_map, hist],
+                              api_visibility="private", concurrency_limit=4)
+            else:
+                gr.Markdown(R.escape_markdown(ctx.validation_problem or ""))
+
+        with gr.Tab("Model", id="model"):
+            gr.Markdown(model_markdown(ctx.info, cfg))
+            gr.JSON({"region": ctx.info.metrics.get("region", {}), "coords": ctx.info.metrics.get("coords", {})},
+                    label="Training metrics (hold-out split)")
+
+        def run_predict(files_in: list[Any] | None, progress: gr.Progress = gr.Progress()):
+            """Locate photos: a list of image files -> (results table, map HTML)."""
+            return predict(ctx, files_in, progress)
+
+        def run_downloads(rows: list[dict] | None):
+            return downloads(ctx, rows)
+
+        outputs = [table, pred_map, rows_state]
+        after = [summary, problems, csv_btn, geo_btn]
+        locate.click(run_predict, files, outputs, api_name="predict", concurrency_limit=cfg.concurrency,
+                     concurrency_id="predict").then(run_downloads, rows_state, after, api_visibility="private")
+        if ctx.examples:
+            example_paths = [str(p) for p in ctx.examples]
+
+            def pick(evt: gr.SelectData) -> list[str]:
+                return [example_paths[evt.index]]
+
+            gallery.select(pick, None, files, api_visibility="private").then(
+                run_predict, files, outputs, api_visibility="private", concurrency_limit=cfg.concurrency,
+                concurrency_id="predict").then(run_downloads, rows_state, after, api_visibility="private")
+            all_examples.click(lambda: example_paths, None, files, api_visibility="private").then(
+                run_predict, files, outputs, api_visibility="private", concurrency_limit=cfg.concurrency,
+                concurrency_id="predict").then(run_downloads, rows_state, after, api_visibility="private")
+    return app
+
+
+def launch_kwargs(cfg: AppConfig) -> dict:
+    """`launch()` settings: no extra file paths are served (uploads and Gradio's cache only)."""
+    return dict(server_name=cfg.host, server_port=cfg.port, max_file_size=cfg.max_file_size, allowed_paths=[],
+                show_error=False, css=_CSS, footer_links=["api"])
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _path_of(f: Any) -> str:
+    """gr.File gives paths; API callers may send FileData-like dicts."""
+    if isinstance(f, dict):
+        return str(f.get("path") or f.get("name"))
+    return str(getattr(f, "path", None) or getattr(f, "name", None) or f)
+
+
+def _fresh_folder(work_dir: Path) -> Path:
+    """A new folder for one visitor's downloads; folders past their TTL are removed first."""
+    now = time.time()
+    for old in work_dir.iterdir():
+        try:
+            if now - old.stat().st_mtime > _DOWNLOAD_TTL_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:
+            pass
+    folder = work_dir / uuid.uuid4().hex
+    folder.mkdir()
+    return folder
