@@ -1,0 +1,420 @@
+"""The demo app: pure builders, settings, the prediction service, and the running app over HTTP."""
+from __future__ import annotations
+
+import csv
+import html
+import http.client
+import io
+import json
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from demo import results as R
+from demo.settings import BUNDLED_EXAMPLES, BUNDLED_MODEL, BUNDLED_VAL_CSV, config_from_args, parse_size
+from demo.validation import (ALL_REGIONS, add_errors, error_histogram, metrics, region_choices, region_of_choice,
+                             validation_points)
+
+ROOT = Path(__file__).resolve().parents[1]
+XSS = "<img src=x onerror=alert(1)>.jpg"
+EXAMPLE = sorted(BUNDLED_EXAMPLES.glob("*.jpg"))[0]
+
+
+def _row(name="a.jpg", *, lat=10.0, lon=20.0, error=None, gps=None, gps_error=None):
+    if error is not None:
+        return {"file": name, "region_id": None, "region_name": None, "region_prob": None, "top_k": [],
+                "latitude": None, "longitude": None, "error": error, "gps_latitude": None, "gps_longitude": None,
+                "gps_error": None, "thumbnail": None}
+    return {"file": name, "region_id": 2, "region_name": "Science park", "region_prob": 0.8123,
+            "top_k": [{"region_id": 2, "region_name": "Science park", "prob": 0.8123},
+                      {"region_id": 1, "region_name": "Library quarter", "prob": 0.15}],
+            "latitude": lat, "longitude": lon, "error": None,
+            "gps_latitude": gps[0] if gps else None, "gps_longitude": gps[1] if gps else None,
+            "gps_error": gps_error, "thumbnail": None}
+
+
+def _save_with_gps(path: Path, lat_ref="N", lat=(17.0, 26.0, 42.0), lon_ref="E", lon=(78.0, 20.0, 56.4)) -> Path:
+    exif = Image.Exif()
+    exif[0x8825] = {1: lat_ref, 2: lat, 3: lon_ref, 4: lon}
+    Image.new("RGB", (48, 48), (120, 90, 60)).save(path, exif=exif)
+    return path
+
+
+# ---------------------------------------------------------------------------------- pure builders
+
+
+def test_results_table_rows_keep_failed_photos_and_names_as_text():
+    rows = [_row(XSS), _row("bad.jpg", error="the file is empty (0 bytes)")]
+    df = R.results_table(rows, "m")
+    assert list(df.columns) == ["File", "Region", "Probability", "Top-k regions", "Latitude", "Longitude",
+                                "GPS latitude", "GPS longitude", "Error (m)", "Problem"]
+    assert df.iloc[0]["File"] == XSS  # the raw name: Gradio's "str" cells show it as text
+    assert df.iloc[0]["Region"] == "Science park"
+    assert df.iloc[0]["Top-k regions"] == "Science park 81% · Library quarter 15%"
+    assert df.iloc[0]["Probability"] == pytest.approx(0.812)
+    assert df.iloc[1]["Problem"] == "the file is empty (0 bytes)"
+    assert df.iloc[1]["Region"] == "" and pd.isna(df.iloc[1]["Latitude"])
+    assert R.results_table([], "units").shape == (0, 10)
+    planar = R.results_table(rows, "units", gps=False)  # planar models never read GPS: no GPS columns
+    assert list(planar.columns) == ["File", "Region", "Probability", "Top-k regions", "Latitude", "Longitude",
+                                    "Problem"]
+
+
+def test_csv_export_round_trips_every_row():
+    rows = [_row("a.jpg", lat=1.5, lon=-2.25), _row('we"ird,name.jpg', error="not an image")]
+    parsed = list(csv.DictReader(io.StringIO(R.to_csv(rows))))
+    assert [p["file"] for p in parsed] == ["a.jpg", 'we"ird,name.jpg']
+    assert float(parsed[0]["latitude"]) == 1.5 and float(parsed[0]["longitude"]) == -2.25
+    assert parsed[0]["top_k"] == "Science park:0.8123;Library quarter:0.1500"
+    assert parsed[1]["error"] == "not an image" and parsed[1]["latitude"] == ""
+
+
+def test_geojson_export_points_are_lon_lat_and_failed_rows_have_null_geometry():
+    rows = [_row("a.jpg", lat=17.4, lon=78.3, gps=(17.41, 78.31), gps_error=1500.0), _row("b.jpg", error="bad")]
+    gj = json.loads(json.dumps(R.to_geojson(rows, "wgs84")))  # must be JSON-serialisable
+    assert gj["type"] == "FeatureCollection" and gj["frame"] == "wgs84"
+    good, bad = gj["features"]
+    assert good["geometry"] == {"type": "Point", "coordinates": [78.3, 17.4]}
+    assert good["properties"]["region_name"] == "Science park"
+    assert good["properties"]["gps_error"] == 1500.0
+    assert good["properties"]["top_k"][0]["prob"] == pytest.approx(0.8123)
+    assert bad["geometry"] is None and bad["properties"]["error"] == "bad"
+
+
+def test_map_points_skip_failed_photos_and_carry_gps_truth():
+    rows = [_row("a.jpg"), _row("b.jpg", gps=(10.1, 20.1), gps_error=15.0), _row("c.jpg", error="bad")]
+    points = R.map_points(rows)
+    assert [p.name for p in points] == ["a.jpg", "b.jpg"]
+    assert not points[0].has_truth
+    assert points[1].has_truth and points[1].true_lat == 10.1 and points[1].error == 15.0
+
+
+def test_problem_list_escapes_names_and_reasons():
+    rows = [_row("ok.jpg"), _row(XSS, error="<b>bad</b> *file*")]
+    md = R.problems_markdown(rows)
+    assert md.startswith("**1 of 2 photos could not be used**")
+    assert "`" + XSS + "`" in md  # inside a code span Markdown shows it literally
+    assert "<b>" not in md and "&lt;b&gt;" in md and "\\*file\\*" in md
+    assert R.problems_markdown([_row("ok.jpg")]) == ""
+    assert "`a'b.jpg`" in R.problems_markdown([_row("a`b.jpg", error="x")])
+
+
+def test_exif_gps_extraction(tmp_path):
+    north_east = _save_with_gps(tmp_path / "ne.jpg")
+    assert R.exif_gps(north_east) == pytest.approx((17.445, 78.349))
+    assert R.exif_gps(Image.open(north_east)) == pytest.approx((17.445, 78.349))
+    south_west = _save_with_gps(tmp_path / "sw.jpg", lat_ref="S", lon_ref="W")
+    assert R.exif_gps(south_west) == pytest.approx((-17.445, -78.349))
+    Image.new("RGB", (8, 8)).save(tmp_path / "none.jpg")
+    assert R.exif_gps(tmp_path / "none.jpg") is None
+    assert R.exif_gps(_save_with_gps(tmp_path / "zero.jpg", lat=(0.0, 0.0, 0.0), lon=(0.0, 0.0, 0.0))) is None
+    assert R.exif_gps(_save_with_gps(tmp_path / "range.jpg", lat=(95.0, 0.0, 0.0))) is None
+    assert R.exif_gps(_save_with_gps(tmp_path / "ref.jpg", lat_ref="X")) is None
+    (tmp_path / "text.jpg").write_text("not an image")
+    assert R.exif_gps(tmp_path / "text.jpg") is None
+
+
+def test_summary_reports_gps_median():
+    rows = [_row("a", gps=(1, 1), gps_error=10.0), _row("b", gps=(1, 1), gps_error=30.0), _row("c", error="x")]
+    text = R.summary_markdown(rows, "m")
+    assert text.startswith("Predicted 2 of 3 photos.") and "median error 20.0 m" in text
+
+
+def _val_frame() -> pd.DataFrame:
+    return pd.DataFrame({
+        "filename": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"], "Region_ID": [1, 1, 2, 2],
+        "latitude": [0.0, 0.0, 10.0, 10.0], "longitude": [0.0, 0.0, 10.0, 10.0],
+        "pred_region_id": [1, 2, 2, None], "pred_region_prob": [0.9, 0.6, 0.7, None],
+        "pred_latitude": [3.0, 0.0, 10.0, None], "pred_longitude": [4.0, 2.0, 10.0, None],
+        "error": [None, None, None, "d.jpg: the file is empty (0 bytes)"]})
+
+
+def test_validation_metrics_follow_the_original_definitions():
+    pred = add_errors(_val_frame(), "planar")
+    assert pred["distance"].iloc[:3].tolist() == [5.0, 2.0, 0.0] and np.isnan(pred["distance"].iloc[3])
+    m = metrics(pred, 2, "planar")
+    assert m["n"] == 4 and m["n_failed"] == 1
+    assert m["region_accuracy"] == pytest.approx(2 / 3)
+    mse_lat, mse_lon = (9 + 0 + 0) / 3, (16 + 4 + 0) / 3
+    assert m["coord_mse"] == pytest.approx(0.5 * (mse_lat + mse_lon))
+    assert m["median_error"] == pytest.approx(2.0)
+    points = validation_points(pred, ["North", "South"], {"a.jpg": "data:image/jpeg;base64,AAAA"})
+    assert [p.name for p in points] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert points[1].region == "South" and points[1].true_region == "North" and points[1].error == 2.0
+    assert points[0].thumbnail.startswith("data:image/jpeg")
+
+
+def test_region_filter_choices():
+    choices = region_choices(["North", "South"])
+    assert choices == [ALL_REGIONS, "1 · North", "2 · South"]
+    assert region_of_choice("2 · South", ["North", "South"]) == 2
+    assert region_of_choice(ALL_REGIONS, ["North", "South"]) is None
+    assert region_of_choice("nonsense", ["North", "South"]) is None
+
+
+def test_error_histogram_is_a_picture():
+    img = error_histogram([1.0, 2.0, 2.5, 10.0], "units", size=(400, 200))
+    assert img.size == (400, 200) and img.mode == "RGB"
+    assert len(img.getcolors(maxcolors=1 << 16)) > 2  # bars, axes and text were drawn
+    assert error_histogram([], "m").size == (560, 260)
+
+
+# ---------------------------------------------------------------------------------- settings
+
+
+def test_settings_default_to_the_bundle_and_read_the_environment(tmp_path):
+    cfg = config_from_args([], env={})
+    assert cfg.model == BUNDLED_MODEL and cfg.val_csv == BUNDLED_VAL_CSV
+    assert cfg.plan == BUNDLED_MODEL / "plan.json" and cfg.examples and cfg.port == 7860
+    (tmp_path / "images").mkdir()
+    env = {"GEOMODEL_MODEL_DIR": str(tmp_path), "PORT": "9000", "GEOMODEL_MAX_FILES": "4",
+           "GEOMODEL_VAL_CSV": str(tmp_path / "val.csv")}
+    cfg = config_from_args([], env=env)
+    assert cfg.model == tmp_path and cfg.port == 9000 and cfg.max_files == 4
+    assert cfg.val_images == tmp_path / "images" and cfg.plan is None and cfg.examples is None
+    assert config_from_args(["--port", "9001"], env=env).port == 9001  # flags beat the environment
+    user = config_from_args(["--model", str(tmp_path)], env={})
+    assert user.val_csv is None and user.examples is None  # the synthetic set never judges a user's model
+    assert parse_size("10mb") == 10 * 2**20 and parse_size("512kb") == 512 * 1024 and parse_size("77") == 77
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size("ten")
+    with pytest.raises(ValueError, match="max_files"):
+        config_from_args(["--max-files", "0"], env={})
+
+
+def test_app_and_demo_import_without_launching():
+    code = ("import app, demo.ui, demo.bundle, demo.service, sys; "
+            "import gradio as gr; "
+            "assert not any(isinstance(v, gr.Blocks) for v in vars(app).values()); "
+            "assert 'geomodel.engine.stages' not in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_bundle_is_complete_and_small():
+    model_files = {p.name for p in BUNDLED_MODEL.iterdir()}
+    assert {"region.pt", "coords.pt", "plan.png", "plan.json"} <= model_files
+    assert not any(n.endswith("_last.pt") for n in model_files)
+    total = sum(p.stat().st_size for p in (ROOT / "assets").rglob("*") if p.is_file())
+    assert total < 15 * 2**20
+    bundle = json.loads((ROOT / "assets" / "bundle.json").read_text())
+    assert bundle["validation"]["region_accuracy"] > 0.5  # it learned something (6 regions: chance is 1/6)
+
+
+# ---------------------------------------------------------------------------------- service
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from geomodel.predictor import Predictor
+
+    return Predictor.from_dir(BUNDLED_MODEL, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def wgs84_predictor():
+    """The bundled model with its coordinate frame moved onto the globe (a 1 km campus near 17.4N 78.3E)."""
+    from geomodel.engine.checkpoint import load_checkpoint
+    from geomodel.predictor import Predictor
+
+    region = load_checkpoint(BUNDLED_MODEL / "region.pt", kind="region")
+    coords = load_checkpoint(BUNDLED_MODEL / "coords.pt", kind="coords")
+    state = dict(coords["state_dict"])
+    state["coord_mean"] = torch.tensor([17.445, 78.349], dtype=torch.float64)
+    state["coord_std"] = torch.tensor([0.002, 0.002], dtype=torch.float64)
+    coords = {**coords, "frame": "wgs84", "state_dict": state,
+              "data_config": {**coords["data_config"], "frame": "wgs84", "error_unit": "m"}}
+    return Predictor(region, coords, device="cpu")
+
+
+def _bad_files(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.jpg").write_text("these are my holiday notes, not a photo\n")
+    data = EXAMPLE.read_bytes()
+    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    return [folder / "empty.jpg", folder / "notes.jpg", folder / "truncated.jpg"]
+
+
+def test_service_lists_bad_files_and_predicts_the_good_ones(predictor, tmp_path):
+    from demo.service import predict_photos
+
+    paths = [EXAMPLE, *_bad_files(tmp_path)]
+    seen = []
+    rows = predict_photos(predictor, paths, progress=lambda done, total: seen.append((done, total)))
+    assert [r["file"] for r in rows] == [EXAMPLE.name, "empty.jpg", "notes.jpg", "truncated.jpg"]
+    assert rows[0]["error"] is None and rows[0]["region_name"] in predictor.region_names
+    assert rows[0]["thumbnail"].startswith("data:image/jpeg;base64,")
+    assert rows[1]["error"] == "the file is empty (0 bytes)"
+    assert rows[2]["error"] == "this is a text file, not an image"
+    assert "truncated" in rows[3]["error"]
+    assert all(str(tmp_path) not in (r["error"] or "") for r in rows)  # no server paths in messages
+    assert seen[-1] == (4, 4)
+
+
+def test_service_enforces_request_limits(predictor, tmp_path):
+    from demo.service import TooManyPhotos, predict_photos
+
+    with pytest.raises(TooManyPhotos, match="limit is 2 per request"):
+        predict_photos(predictor, [EXAMPLE] * 3, max_files=2)
+    rows = predict_photos(predictor, [EXAMPLE], max_bytes=100)
+    assert "accepts photos up to" in rows[0]["error"]
+
+
+def test_service_reads_gps_only_for_wgs84_models(predictor, wgs84_predictor, tmp_path):
+    from demo.service import predict_photos
+    from geomodel.geo import haversine
+
+    photo = _save_with_gps(tmp_path / "gps.jpg")
+    [planar] = predict_photos(predictor, [photo])
+    assert planar["gps_latitude"] is None
+    [row] = predict_photos(wgs84_predictor, [photo])
+    assert (row["gps_latitude"], row["gps_longitude"]) == pytest.approx((17.445, 78.349))
+    expected = haversine(17.445, 78.349, row["latitude"], row["longitude"])
+    assert row["gps_error"] == pytest.approx(float(expected))
+    assert 17.3 < row["latitude"] < 17.6  # the moved frame really is in degrees
+    point = R.map_points([row])[0]
+    assert point.has_truth and point.error == row["gps_error"]
+
+
+# ---------------------------------------------------------------------------------- running app
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def running_app():
+    """The real app (bundled model) on a free port, with small limits so they are cheap to hit."""
+    import app
+
+    blocks, config = app.build(["--port", str(_free_port()), "--max-files", "5", "--max-file-size", "1mb"])
+    url = app.launch(blocks, config, prevent_thread_lock=True, quiet=True)
+    yield url.rstrip("/")
+    blocks.close()
+
+
+@pytest.fixture(scope="module")
+def client(running_app):
+    from gradio_client import Client
+
+    return Client(running_app, verbose=False, download_files=False)
+
+
+@pytest.mark.slow
+def test_api_predict_returns_table_and_map(client, tmp_path):
+    from gradio_client import handle_file
+
+    bad = _bad_files(tmp_path)
+    table, map_html = client.predict([handle_file(str(EXAMPLE)), *[handle_file(str(p)) for p in bad]],
+                                     api_name="/predict")
+    data = table["data"]
+    assert [r[0] for r in data] == [EXAMPLE.name, "empty.jpg", "notes.jpg", "truncated.jpg"]
+    good = dict(zip(table["headers"], data[0]))
+    assert good["Region"] and good["Problem"] == "" and isinstance(good["Latitude"], float)
+    problems = [r[-1] for r in data[1:]]
+    assert problems[0] == "the file is empty (0 bytes)" and problems[1] == "this is a text file, not an image"
+    assert "truncated" in problems[2]
+    assert map_html.startswith('<iframe sandbox="allow-scripts"')
+    doc = html.unescape(re.search(r'srcdoc="([^"]*)"', map_html).group(1))
+    assert doc.count("L.circleMarker(") == 1 and "data:image/png;base64," in doc  # one point on the plan
+
+
+@pytest.mark.slow
+def test_api_refuses_too_many_photos_and_too_large_files(client, tmp_path):
+    from gradio_client import handle_file
+
+    with pytest.raises(Exception, match="limit is 5 per request"):
+        client.predict([handle_file(str(EXAMPLE))] * 6, api_name="/predict")
+    big = tmp_path / "big.jpg"
+    big.write_bytes(EXAMPLE.read_bytes() + b"\0" * (2 * 2**20))
+    with pytest.raises(Exception, match="(?i)size|large|413"):
+        client.predict([handle_file(str(big))], api_name="/predict")
+
+
+@pytest.mark.slow
+def test_file_names_stay_text_in_table_and_map(client, tmp_path):
+    from gradio_client import handle_file
+
+    names = ["x' onmouseover='alert(1)' a=&amp;.jpg", XSS]
+    for name in names:
+        (tmp_path / name).write_bytes(EXAMPLE.read_bytes())
+    table, map_html = client.predict([handle_file(str(tmp_path / n)) for n in names], api_name="/predict")
+    shown = [r[0] for r in table["data"]]
+    assert shown[0] == names[0]
+    assert "img src=x onerror=alert(1)" in shown[1]  # Gradio strips < > from upload names; the rest is text
+    # The iframe's srcdoc is one escaped attribute; inside it, names only appear HTML-escaped in JS strings.
+    assert re.fullmatch(r'<iframe sandbox="allow-scripts" title="Map" srcdoc="[^"<>]*" style="[^"]*"></iframe>',
+                        map_html, flags=re.S)
+    doc = html.unescape(re.search(r'srcdoc="([^"]*)"', map_html).group(1))
+    assert "onmouseover='" not in doc and "<img src=x" not in doc
+    # Popups and tooltips get the name HTML-escaped (&#x27;), then JSON-encoded with & < > as \u0026 ...
+    assert "x\\u0026#x27; onmouseover=\\u0026#x27;alert(1)\\u0026#x27;" in doc
+
+
+TRAVERSALS = [
+    "/gradio_api/file=/etc/passwd",
+    "/gradio_api/file=../../../../etc/passwd",
+    "/gradio_api/file=..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    "/gradio_api/file=%2Fetc%2Fpasswd",
+    "/gradio_api/file=%252Fetc%252Fpasswd",
+    "/gradio_api/file=/proc/self/environ",
+    "/file=/etc/passwd",
+    "/file=../../etc/passwd",
+    "/file/..%2F..%2F..%2Fetc%2Fpasswd",
+    "/gradio_api/file/../../../../etc/passwd",
+    "/gradio_api/file/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/static/../../../../etc/passwd",
+    "/static/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    "/assets/..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+    "/gradio_api/file=/tmp/../etc/passwd",
+    "/gradio_api/file=file:///etc/passwd",
+    "/gradio_api/proxy=/etc/passwd",
+]
+
+
+def _raw_get(base: str, path: str) -> tuple[int, bytes]:
+    """GET `path` exactly as written: HTTP libraries would resolve the `..` segments before sending."""
+    host, port = base.split("//", 1)[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_file_routes_refuse_path_traversal(running_app, path):
+    status, body = _raw_get(running_app, path)
+    assert b"root:" not in body and b"PATH=" not in body
+    assert status != 200 or b"<html" in body.lower()  # at most the app's page, never the file
+
+
+@pytest.mark.slow
+def test_file_routes_serve_uploads_but_not_the_repository(running_app):
+    import httpx
+
+    for secret in (ROOT / "app.py", BUNDLED_MODEL / "region.pt", ROOT / "requirements.txt"):
+        status, body = _raw_get(running_app, f"/gradio_api/file={secret}")
+        assert status in (403, 404), secret
+    # A real upload is served back: the refusals above are not just a broken route.
+    with open(EXAMPLE, "rb") as fh:
+        up = httpx.post(f"{running_app}/gradio_api/upload", files={"files": (EXAMPLE.name, fh)}, timeout=30)
+    assert up.status_code == 200
+    status, body = _raw_get(running_app, f"/gradio_api/file={up.json()[0]}")
+    assert status == 200 and body == EXAMPLE.read_bytes()

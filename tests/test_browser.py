@@ -1,0 +1,100 @@
+"""The app in a real browser: Debian's headless Chromium driven by Playwright (no browser download)."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from demo.settings import BUNDLED_EXAMPLES
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--disable-dev-shm-usage"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} not found (apt-get install chromium)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    import app
+
+    blocks, config = app.build(["--port", str(_free_port())])
+    url = app.launch(blocks, config, prevent_thread_lock=True, quiet=True)
+    yield url
+    blocks.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.dialogs = []  # any alert() would mean markup ran where text belonged
+        page.on("dialog", lambda d: (page.dialogs.append(d.message), d.dismiss()))
+        page.goto(app_url, wait_until="domcontentloaded")
+        page.locator("#photos").wait_for(timeout=60_000)
+        yield page
+        browser.close()
+
+
+def test_upload_predict_and_see_markers_on_the_map(page, tmp_path):
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    example = sorted(BUNDLED_EXAMPLES.glob("*.jpg"))[0]
+    xss = tmp_path / "x' onmouseover='alert(1)' <img src=x onerror=alert(2)>.jpg"
+    xss.write_bytes(example.read_bytes())
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not a photo")
+
+    page.locator("#photos input[type=file]").set_input_files([str(example), str(xss), str(bad)])
+    expect(page.locator("#photos a[href*='/gradio_api/file=']")).to_have_count(3, timeout=60_000)  # uploaded
+    page.locator("#locate").click()
+
+    results = page.locator("#results")
+    expect(results).to_contain_text(example.name, timeout=120_000)
+    expect(results).to_contain_text("onmouseover='alert(1)'")  # the name, shown as text
+    expect(results).to_contain_text("this is a text file, not an image")
+    expect(page.locator("#problems")).to_contain_text("1 of 3 photos could not be used")
+
+    frame = page.frame_locator("#prediction-map iframe")
+    markers = frame.locator("path.leaflet-interactive")
+    expect(markers).to_have_count(2, timeout=30_000)  # two photos predicted, the text file is not on the map
+    expect(frame.locator(".leaflet-image-layer")).to_have_count(1)  # the campus plan under the points
+    markers.last.dispatch_event("click")
+    popup = frame.locator(".leaflet-popup-content")
+    expect(popup).to_be_visible()
+    assert "Predicted region" in popup.inner_text()
+    expect(page.get_by_role("button", name="Download CSV")).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "predict.png"), full_page=True)
+    assert page.dialogs == []
+
+
+def test_validation_explorer_shows_every_photo_and_filters(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Validation explorer").click()
+    frame = page.frame_locator("#validation-map iframe")
+    lines_and_dots = frame.locator("path.leaflet-interactive")
+    expect(lines_and_dots).to_have_count(60 * 3, timeout=30_000)  # per photo: truth, prediction, error line
+    page.locator("#region-filter input").click()
+    page.get_by_role("option", name="2 · ").click()
+    expect(page.locator("#validation-map")).to_be_visible()
+    frame = page.frame_locator("#validation-map iframe")
+    expect(frame.locator(".gm-title")).to_contain_text("Region 2", timeout=30_000)
+    assert 0 < frame.locator("path.leaflet-interactive").count() < 60 * 3
+    page.screenshot(path=str(ARTIFACTS / "validation.png"), full_page=True)
+    assert page.dialogs == []
