@@ -418,3 +418,14 @@ def test_file_routes_serve_uploads_but_not_the_repository(running_app):
     assert up.status_code == 200
     status, body = _raw_get(running_app, f"/gradio_api/file={up.json()[0]}")
     assert status == 200 and body == EXAMPLE.read_bytes()
+
+
+@pytest.mark.slow
+def test_load_test_script_passes_with_a_small_load():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "load_test.py"), "--clients", "2", "--requests", "2"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["ok"] == 4 and result["failed"] == 0 and result["server_alive"] is True
+    assert result["bad_files_reported"] > 0 and result["photos_predicted"] == 12
+    assert result["p95_s"] >= result["p50_s"] > 0 and result["server_peak_rss_mb"] > 0
