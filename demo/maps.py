@@ -251,7 +251,11 @@ class _BindPopup(MacroElement):
 
 class _FitBounds(MacroElement):
     """``fitBounds`` without animation: folium's animates from its initial zoom, so a browser
-    (or a screenshot) shows a half-zoomed frame first."""
+    (or a screenshot) shows a half-zoomed frame first.
+
+    A map built while hidden (an iframe in an inactive tab) has size 0 and fits to the minimum
+    zoom; when it first gets a size, it fits again.
+    """
 
     def __init__(self, bounds: Bounds):
         super().__init__()
@@ -260,7 +264,15 @@ class _FitBounds(MacroElement):
 
     def render(self, **kwargs: Any) -> None:
         target = self._parent.get_name()
-        script = f"{target}.fitBounds({json.dumps(self.bounds)}, {{animate: false}});\n"
+        bounds = json.dumps(self.bounds)
+        script = (
+            f"{target}.fitBounds({bounds}, {{animate: false}});\n"
+            f"window.addEventListener('resize', function () {{\n"
+            f"  var was = {target}.getSize();\n"
+            f"  {target}.invalidateSize({{animate: false}});\n"
+            f"  if (was.x === 0 || was.y === 0) {{ {target}.fitBounds({bounds}, {{animate: false}}); }}\n"
+            f"}});\n"
+        )
         self.get_root().script.add_child(_Raw(script), name=self.get_name())
 
 
