@@ -90,6 +90,10 @@ def test_validation_explorer_shows_every_photo_and_filters(page):
     frame = page.frame_locator("#validation-map iframe")
     lines_and_dots = frame.locator("path.leaflet-interactive")
     expect(lines_and_dots).to_have_count(60 * 3, timeout=30_000)  # per photo: truth, prediction, error line
+    # Built while its tab was hidden, the map must still fit the campus once shown (not stay zoomed out).
+    plan = frame.locator(".leaflet-image-layer")
+    expect(plan).to_be_visible()
+    assert plan.bounding_box()["width"] > 300
     page.locator("#region-filter input").click()
     page.get_by_role("option", name="2 · ").click()
     expect(page.locator("#validation-map")).to_be_visible()
