@@ -67,6 +67,7 @@ class ModelConfig:
     pretrained: bool = True  # ImageNet weights (offline for efficientnet_lite*)
     num_regions: int = 15
     pool: str = "avg"  # backbone pooling: "avg" or "gem"
+    feature_layers: list[str] = field(default_factory=lambda: ["head"])  # Lite only: e.g. ["14", "15", "head"]
     head_hidden: int = 0  # region head: 0 = linear, >0 = one hidden layer of this width
     region_embed_dim: int = 256  # coords: size of the region embedding
     hidden_dim: int = 512  # coords: attention and regression head width
@@ -80,6 +81,9 @@ class ModelConfig:
         _check_choice("layout", self.layout, LAYOUTS)
         _check_choice("pool", self.pool, ("avg", "gem"))
         _check_positive(self, "num_regions", "region_embed_dim", "hidden_dim")
+        self.feature_layers = [str(layer) for layer in self.feature_layers]
+        if not self.feature_layers:
+            raise ValueError("feature_layers must name at least one layer (e.g. ['head'])")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 

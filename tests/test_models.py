@@ -123,3 +123,16 @@ def test_gem_pooling() -> None:
     assert out.shape == (2, 512)
     out.sum().backward()
     assert b.pool.p.grad is not None
+
+
+def test_multi_layer_lite_features_are_per_layer_normalised() -> None:
+    b = build_backbone("efficientnet_lite0", pretrained=False, pool="gem", layers=["14", "15", "head"], image_size=64)
+    assert b.out_dim == 192 + 320 + 1280
+    f = b(torch.randn(2, 3, 64, 64))
+    assert f.shape == (2, b.out_dim)
+    norms = [f[:, :192].norm(dim=1), f[:, 192:512].norm(dim=1), f[:, 512:].norm(dim=1)]
+    assert all(torch.allclose(n, torch.ones(2), atol=1e-4) for n in norms)
+    with pytest.raises(ValueError, match="block indices"):
+        build_backbone("efficientnet_lite0", pretrained=False, layers=["99"])
+    with pytest.raises(ValueError, match="only supported"):
+        build_backbone("resnet18", pretrained=False, layers=["3", "head"])

@@ -37,6 +37,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backbone", default="efficientnet_lite0", help="backbone name (see geomodel.BACKBONES)")
     g.add_argument("--pretrained", choices=("imagenet", "none"), default="imagenet", help="initial weights")
     g.add_argument("--pool", choices=("avg", "gem"), default="avg", help="backbone pooling")
+    g.add_argument("--feature-layers", default="head",
+                   help="EfficientNet-Lite layers to pool and concatenate, e.g. 14,15,head (mid-level + final)")
     g.add_argument("--layout", choices=("shared", "separate"), default="shared",
                    help="shared: stage 2 reuses stage 1's trunk (one backbone pass per photo)")
     g.add_argument("--attention", choices=("features", "scalar"), default="features",
@@ -106,6 +108,7 @@ def _configs(args: argparse.Namespace):
                       outlier_high_pct=args.outlier_pct[1], exclude=exclude, val_fraction=args.val_fraction,
                       num_regions=args.num_regions, region_names=names)
     model = dict(backbone=args.backbone, pretrained=args.pretrained == "imagenet", pool=args.pool,
+                 feature_layers=[x.strip() for x in args.feature_layers.split(",") if x.strip()],
                  head_hidden=args.head_hidden, attention=args.attention, layout=args.layout)
     train = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                  freeze_backbone=args.freeze_backbone, cache_features=not args.no_cache,

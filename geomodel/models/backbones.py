@@ -34,7 +34,11 @@ class GeM(nn.Module):
 
 
 class Backbone(nn.Module):
-    """A convolutional trunk followed by global pooling."""
+    """A convolutional trunk followed by global pooling.
+
+    A trunk may return several feature maps (mid-level and final layers): each is
+    pooled and L2-normalised, then they are concatenated, so no layer dominates by scale.
+    """
 
     def __init__(self, trunk: nn.Module, out_dim: int, stats: tuple, pool: str = "avg",
                  name: str = "") -> None:
@@ -45,14 +49,19 @@ class Backbone(nn.Module):
         self.name = name
         self.pool = GeM() if pool == "gem" else None
 
-    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> (B, C, h, w)
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:  # (B, C, h, w) or a list
         return self.trunk(x)
+
+    def _pool(self, maps: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B, C)
+        return self.pool(maps) if self.pool is not None else maps.mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> (B, out_dim)
         maps = self.forward_maps(x)
+        if isinstance(maps, (list, tuple)):
+            return torch.cat([F.normalize(self._pool(m), dim=1) for m in maps], dim=1)
         if maps.dim() == 2:  # already pooled (ViT class token)
             return maps
-        return self.pool(maps) if self.pool is not None else maps.mean(dim=(2, 3))
+        return self._pool(maps)
 
 
 def _torchvision_weights(builder: Callable, weights: object, name: str, **kwargs) -> nn.Module:
@@ -100,15 +109,39 @@ def _vit(arch: str, pretrained: bool, pool: str, image_size: int) -> Backbone:
 
 
 class _LiteTrunk(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
+    """EfficientNet-Lite feature maps: the final conv map, or several named layers ("12", "15", "head")."""
+
+    def __init__(self, net: nn.Module, layers: tuple[str, ...] = ("head",)) -> None:
         super().__init__()
         self.net = net
+        self.layers = tuple(layers)
+        self.blocks = {int(layer) for layer in layers if layer != "head"}
+        n = len(net._blocks)
+        if any(not 0 <= b < n for b in self.blocks):
+            raise ValueError(f"feature layers must be block indices 0..{n - 1} or 'head', got {layers}")
+        # the head convolution is only worth running when it is asked for
+        self.last_block = n - 1 if "head" in self.layers else max(self.blocks)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x)
+    def channels(self) -> int:
+        return sum(self.net._bn1.num_features if layer == "head"
+                   else self.net._blocks[int(layer)]._block_args.output_filters for layer in self.layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.layers == ("head",):
+            return self.net.extract_features(x)
+        net, out = self.net, {}
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for idx, block in enumerate(net._blocks[: self.last_block + 1]):
+            x = block(x, drop_connect_rate=(net._global_params.drop_connect_rate or 0) * idx / len(net._blocks))
+            if idx in self.blocks:
+                out[str(idx)] = x
+        if "head" in self.layers:
+            out["head"] = net._swish(net._bn1(net._conv_head(x)))
+        return [out[layer] for layer in self.layers]
 
 
-def _efficientnet_lite(level: int, pretrained: bool, pool: str, image_size: int) -> Backbone:
+def _efficientnet_lite(level: int, pretrained: bool, pool: str, image_size: int,
+                       layers: tuple[str, ...] = ("head",)) -> Backbone:
     from efficientnet_lite_pytorch import EfficientNet
 
     name = f"efficientnet-lite{level}"
@@ -116,7 +149,8 @@ def _efficientnet_lite(level: int, pretrained: bool, pool: str, image_size: int)
     if pretrained:
         net.load_state_dict(_lite_state_dict(level), strict=False)
     net._fc = nn.Identity()  # unused classifier
-    return Backbone(_LiteTrunk(net), net._bn1.num_features, LITE_STATS, pool, f"efficientnet_lite{level}")
+    trunk = _LiteTrunk(net, layers)
+    return Backbone(trunk, trunk.channels(), LITE_STATS, pool, f"efficientnet_lite{level}")
 
 
 def _lite_state_dict(level: int) -> dict:
@@ -145,8 +179,18 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
 }
 
 
-def build_backbone(name: str, *, pretrained: bool = True, pool: str = "avg", image_size: int = 224) -> Backbone:
-    """Build a registered backbone; an unknown name lists the valid ones."""
+def build_backbone(name: str, *, pretrained: bool = True, pool: str = "avg", image_size: int = 224,
+                   layers: tuple[str, ...] | list[str] = ("head",)) -> Backbone:
+    """Build a registered backbone; an unknown name lists the valid ones.
+
+    `layers`: which feature maps to pool and concatenate (EfficientNet-Lite only: block
+    indices and "head"; the others take their final layer only).
+    """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(BACKBONES))}")
+    layers = tuple(str(layer) for layer in layers)
+    if layers != ("head",):
+        if not name.startswith("efficientnet_lite"):
+            raise ValueError(f"feature layers {layers} are only supported for efficientnet_lite* backbones")
+        return BACKBONES[name](pretrained=pretrained, pool=pool, image_size=image_size, layers=layers)
     return BACKBONES[name](pretrained=pretrained, pool=pool, image_size=image_size)

@@ -49,6 +49,7 @@ class CoordRegressor(nn.Module):
         self.cfg = cfg
         if cfg.layout == "separate":
             self.backbone = backbone or build_backbone(cfg.backbone, pretrained=cfg.pretrained, pool=cfg.pool,
+                                                   layers=cfg.feature_layers,
                                                        image_size=image_size)
             feature_dim = self.backbone.out_dim
         else:

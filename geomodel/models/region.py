@@ -15,6 +15,7 @@ class RegionClassifier(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = backbone or build_backbone(cfg.backbone, pretrained=cfg.pretrained, pool=cfg.pool,
+                                                   layers=cfg.feature_layers,
                                                    image_size=image_size)
         d = self.backbone.out_dim
         if cfg.head_hidden > 0:
