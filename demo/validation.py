@@ -6,7 +6,6 @@ frame, so a visitor never triggers model work here.
 """
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -107,12 +106,11 @@ def error_histogram(errors: Sequence[float], unit: str, *, bins: int = 20, size:
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     font = _font(12)
-    left, right, top, bottom = 48, 12, 26, 36
-    draw.text((left, 6), f"{title} ({unit}), n = {len(e)}", fill="#222", font=font)
+    left, right, top, bottom = 48, 24, 26, 36
     draw.line([(left, h - bottom), (w - right, h - bottom)], fill="#444")
     draw.line([(left, top), (left, h - bottom)], fill="#444")
     if len(e) == 0:
-        draw.text((w // 2, h // 2), "no errors to show", fill="#666", font=font, anchor="mm")
+        draw.text((left, 6), f"{title} ({unit}): no photos", fill="#222", font=font)
         return img
     hi = float(np.max(e)) if np.max(e) > 0 else 1.0
     counts, edges = np.histogram(e, bins=bins, range=(0.0, hi))
@@ -127,14 +125,16 @@ def error_histogram(errors: Sequence[float], unit: str, *, bins: int = 20, size:
             draw.rectangle([x0 + 1, y0, x1 - 1, h - bottom - 1], fill="#1f77b4")
     xm = left + plot_w * median / hi
     draw.line([(xm, top), (xm, h - bottom)], fill="#d73027", width=2)
-    draw.text((min(xm + 4, w - right - 90), top), f"median {median:,.1f}", fill="#d73027", font=font)
+    head = f"{title} ({unit}), n = {len(e)}, "
+    draw.text((left, 6), head, fill="#222", font=font)
+    draw.text((left + draw.textlength(head, font=font), 6), f"median {median:,.1f}", fill="#d73027", font=font)
     for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
         x = left + plot_w * frac
         draw.line([(x, h - bottom), (x, h - bottom + 4)], fill="#444")
         draw.text((x, h - bottom + 6), f"{hi * frac:,.0f}", fill="#444", font=font, anchor="ma")
-    for frac in (0.0, 0.5, 1.0):
-        y = h - bottom - plot_h * frac
-        draw.text((left - 6, y), f"{peak * frac:.0f}", fill="#444", font=font, anchor="rm")
+    for count in sorted({0, peak // 2, peak}):  # whole photo counts only
+        y = h - bottom - plot_h * count / peak
+        draw.text((left - 6, y), str(count), fill="#444", font=font, anchor="rm")
     draw.text((w // 2, h - 4), f"error ({unit})", fill="#444", font=font, anchor="md")
     return img
 
@@ -191,12 +191,6 @@ class ValidationSet:
                 to_iframe(html_doc, height=self.map_height), metrics_markdown(m, self.unit, label),
                 error_histogram(part["distance"].to_numpy(), self.unit, title=f"Error, {label}"))
         return self._views[region_id]
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
