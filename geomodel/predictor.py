@@ -79,6 +79,9 @@ class Predictor:
             if self.coords_model.backbone is not None:
                 self.coords_model.to(memory_format=torch.channels_last)
         self.model_dir = model_dir
+        # Photos per forward pass when predict() is not told: on CPU small batches are faster per
+        # photo for EfficientNet-Lite (activations stay in cache; 32 was ~40% slower than 2-4).
+        self.batch_size = 4 if self.device.type == "cpu" else 32
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, device: str = "auto", threads: int | None = None,
@@ -123,7 +126,7 @@ class Predictor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             return model.forward_features(x).float()
 
-    def predict(self, images: ImageInput | Iterable[ImageInput], top_k: int = 3, batch_size: int = 32,
+    def predict(self, images: ImageInput | Iterable[ImageInput], top_k: int = 3, batch_size: int | None = None,
                 progress: bool = False) -> list[dict]:
         """Predict region and coordinates for one or many images (PIL images, paths, bytes).
 
@@ -136,6 +139,7 @@ class Predictor:
         items = [images] if single else list(images)
         results: list[dict | None] = [None] * len(items)
         k = max(1, min(top_k, self.num_regions))
+        batch_size = batch_size or self.batch_size
         starts = range(0, len(items), batch_size)
         for start in tqdm(starts, desc="predicting", disable=not progress or None, leave=False):
             chunk: list[tuple[int, object]] = []  # decoded one batch at a time: memory stays bounded
@@ -163,13 +167,14 @@ class Predictor:
         return {"file": describe(item), "region_id": None, "region_name": None, "region_prob": None, "top_k": [],
                 "latitude": None, "longitude": None, "error": reason}
 
-    def predict_frame(self, df: pd.DataFrame, images_dir: str | Path, batch_size: int = 32,
+    def predict_frame(self, df: pd.DataFrame, images_dir: str | Path, batch_size: int | None = None,
                       progress: bool = True) -> pd.DataFrame:
         """Predictions for every row of a labels frame, as columns added to a copy of it."""
         paths = [Path(images_dir) / f for f in df["filename"]]
         preds = []
-        for start in tqdm(range(0, len(paths), batch_size), desc="evaluating", disable=None if progress else True):
-            preds += self.predict(paths[start:start + batch_size], batch_size=batch_size)
+        step = max(32, batch_size or 0)  # photos per progress-bar step
+        for start in tqdm(range(0, len(paths), step), desc="evaluating", disable=None if progress else True):
+            preds += self.predict(paths[start:start + step], batch_size=batch_size)
         out = df.copy()
         out["pred_region_id"] = [p["region_id"] for p in preds]
         out["pred_region_prob"] = [p["region_prob"] for p in preds]
