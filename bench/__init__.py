@@ -1,0 +1,49 @@
+"""Speed benchmarks: scripts run as `python bench/NAME.py`, each printing one JSON object.
+
+Shared helpers: where the photos come from and what machine ran the numbers.
+Benchmarks report ratios measured in the same run, because absolute figures
+move with whatever else the machine is doing (see `machine()["load_avg"]`).
+"""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMPUS = ROOT.parent / "shared" / "data" / "campus"
+
+
+def machine() -> dict:
+    """CPU model, core count, torch version and thread count, current load average."""
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_avg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def photos(n: int, workdir: Path) -> tuple[list[Path], str]:
+    """`n` photo paths and where they came from: the real campus photos when present, else synthetic ones."""
+    import pandas as pd
+
+    if (CAMPUS / "labels.csv").is_file():
+        names = pd.read_csv(CAMPUS / "labels.csv")["filename"].tolist()
+        paths = [CAMPUS / "images" / f for f in names if (CAMPUS / "images" / f).is_file()]
+        if paths:
+            return [paths[i % len(paths)] for i in range(n)], f"campus ({len(paths)} real photos)"
+    from geomodel.synthetic import make_campus, make_dataset
+
+    csv = make_dataset(make_campus(n_regions=6, seed=0), workdir / "synthetic", n_images=min(n, 64),
+                       image_size=256, seed=0, image_format="jpg")
+    names = pd.read_csv(csv)["filename"].tolist()
+    paths = [csv.parent / "images" / f for f in names]
+    return [paths[i % len(paths)] for i in range(n)], "synthetic (no campus photos found)"
