@@ -52,10 +52,15 @@ class Predictor:
     """
 
     def __init__(self, region_ckpt: dict, coords_ckpt: dict, *, device: str = "auto", model_dir: str = "",
-                 threads: int | None = None, precision: str = "fp32") -> None:
+                 threads: int | None = None, precision: str = "fp32", coord_regions: int = 1) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not valid; choose one of: {', '.join(PRECISIONS)}")
         self.precision = precision
+        if coord_regions < 1:
+            raise ValueError(f"coord_regions must be >= 1, got {coord_regions}")
+        # 1: stage 2 reads the most probable region (the original); K > 1: the coordinates for
+        # the K most probable regions, weighted by their probabilities (hedges near borders).
+        self.coord_regions = coord_regions
         if region_ckpt["num_regions"] != coords_ckpt["num_regions"]:
             raise CheckpointError(f"{model_dir}: stage 2 was trained for {coords_ckpt['num_regions']} regions but "
                                   f"stage 1 predicts {region_ckpt['num_regions']}; retrain stage 2 on this model")
@@ -85,14 +90,15 @@ class Predictor:
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, device: str = "auto", threads: int | None = None,
-                 precision: str = "fp32") -> "Predictor":
+                 precision: str = "fp32", coord_regions: int = 1) -> "Predictor":
         """Load `region.pt` and `coords.pt` from a model directory written by `python -m train fit`."""
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise CheckpointError(f"model directory not found: {model_dir}")
         region = load_checkpoint(model_dir / "region.pt", kind="region")
         coords = load_checkpoint(model_dir / "coords.pt", kind="coords")
-        return cls(region, coords, device=device, model_dir=str(model_dir), threads=threads, precision=precision)
+        return cls(region, coords, device=device, model_dir=str(model_dir), threads=threads, precision=precision,
+                   coord_regions=coord_regions)
 
     @property
     def num_regions(self) -> int:
@@ -113,11 +119,13 @@ class Predictor:
         """RGB PIL images -> (probabilities (B, R), lat/lon (B, 2) float64 in dataset units)."""
         feats = self._trunk(self.region_model, [self._tf_region(im) for im in images])
         probs = self.region_model.forward_head(feats).float().softmax(1)
-        region = probs.argmax(1)
         if not self.shared:
             feats = self._trunk(self.coords_model, [self._tf_coords(im) for im in images])
-        z = self.coords_model.forward_head(feats, region)
-        return probs.cpu(), self.coords_model.denormalize(z.float()).cpu()
+        top_p, top_i = probs.topk(min(self.coord_regions, probs.shape[1]), dim=1)
+        weights = top_p / top_p.sum(dim=1, keepdim=True)  # (B, K)
+        z = sum(weights[:, j:j + 1] * self.coords_model.forward_head(feats, top_i[:, j]).float()
+                for j in range(top_i.shape[1]))
+        return probs.cpu(), self.coords_model.denormalize(z).cpu()
 
     def _trunk(self, model: torch.nn.Module, tensors: list[torch.Tensor]) -> torch.Tensor:
         """(B, D) float32 features of transformed images; heads always run in float32."""

@@ -122,3 +122,22 @@ def test_frozen_backbone_fit_with_offline_weights(synthetic_dataset, tmp_path: P
     assert (out / "region.pt").stat().st_size < 1_000_000
     results = Predictor.from_dir(out, device="cpu").predict(sorted(images.iterdir())[:3])
     assert all(r["error"] is None for r in results)
+
+
+def test_coordinates_over_top_k_regions_are_probability_weighted(trained: Path) -> None:
+    img = Image.new("RGB", (32, 32), (40, 160, 90))
+    one = Predictor.from_dir(trained, device="cpu")
+    three = Predictor.from_dir(trained, device="cpu", coord_regions=3)
+    probs, ll1 = one.predict_tensors([img])
+    probs3, ll3 = three.predict_tensors([img])
+    assert torch.equal(probs, probs3)
+    m = one.coords_model
+    feats = one._trunk(one.region_model, [one._tf_region(img)])
+    with torch.inference_mode():
+        per_region = torch.stack([m.denormalize(m.forward_head(feats, torch.tensor([r])).float())[0]
+                                  for r in range(3)])  # (3, 2)
+    assert torch.allclose(ll1[0], per_region[probs[0].argmax()], rtol=1e-9)
+    expected = (probs[0].double()[:, None] * per_region).sum(0) / probs[0].double().sum()
+    assert torch.allclose(ll3[0], expected, rtol=1e-6)
+    with pytest.raises(ValueError):
+        Predictor.from_dir(trained, device="cpu", coord_regions=0)

@@ -80,6 +80,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    "picture, worst photos) into this folder")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--coord-regions", type=int, default=1,
+                   help="stage 2 over the K most probable regions, weighted by probability (1: argmax)")
     p = sub.add_parser("split", help="write a stratified train/test split of a labels CSV (fixed seed)")
     p.add_argument("--csv", required=True, type=Path)
     p.add_argument("--out-dir", required=True, type=Path, help="writes train.csv and test.csv here")
@@ -153,7 +155,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from geomodel.data.labels import check_region_count, read_labels
     from geomodel.predictor import Predictor, evaluate_frame
 
-    predictor = Predictor.from_dir(args.model, device=args.device)
+    predictor = Predictor.from_dir(args.model, device=args.device, coord_regions=args.coord_regions)
     df = read_labels(args.csv)
     check_region_count(args.csv, df, predictor.num_regions)
     pred = predictor.predict_frame(df, args.images, batch_size=args.batch_size)

@@ -7,9 +7,12 @@ from typing import Sequence
 PRESETS: dict[str, dict] = {
     # The original design: two large backbones, full fine-tuning, scalar attention gate.
     "original": dict(backbone="resnet101", layout="separate", attention="scalar", epochs=30, lr=None),
-    # Offline and fast on a small CPU: frozen EfficientNet-Lite0 trunk shared by both stages.
-    "cpu-small": dict(backbone="efficientnet_lite0", layout="shared", freeze_backbone=True, epochs=60,
-                      coords_epochs=200, aug_views=4, patience=15, lr=None),
+    # Offline, small collections, 2-core CPU (measured on the real campus photos; see README):
+    # frozen EfficientNet-Lite0 at 256 px shared by both stages, GeM-pooled mid-level + final
+    # layers, 4 cached augmented views per photo, heads trained on cached features.
+    "cpu-small": dict(backbone="efficientnet_lite0", layout="shared", freeze_backbone=True, image_size=256,
+                      feature_layers="14,15,head", pool="gem", aug_views=4, epochs=60, coords_epochs=150,
+                      patience=15, lr=None),
 }
 
 
