@@ -176,7 +176,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                     if ctx.examples:
                         gallery = gr.Gallery([str(p) for p in ctx.examples], label="Examples: click one to locate it",
                                              columns=3, height=300, allow_preview=False, interactive=False,
-                                             object_fit="cover", elem_id="examples")
+                                             object_fit="cover", buttons=[], elem_id="examples")
                         all_examples = gr.Button("Locate all examples", size="sm")
                 with gr.Column(scale=3):
                     pred_map = gr.HTML(ctx.empty_map, elem_id="prediction-map")

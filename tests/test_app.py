@@ -336,6 +336,8 @@ def test_api_predict_returns_table_and_map(client, tmp_path):
 def test_api_refuses_too_many_photos_and_too_large_files(client, tmp_path):
     from gradio_client import handle_file
 
+    with pytest.raises(Exception, match="Add at least one photo"):
+        client.predict([], api_name="/predict")
     with pytest.raises(Exception, match="limit is 5 per request"):
         client.predict([handle_file(str(EXAMPLE))] * 6, api_name="/predict")
     big = tmp_path / "big.jpg"

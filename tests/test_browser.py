@@ -102,3 +102,18 @@ def test_validation_explorer_shows_every_photo_and_filters(page):
     assert 0 < frame.locator("path.leaflet-interactive").count() < 60 * 3
     page.screenshot(path=str(ARTIFACTS / "validation.png"), full_page=True)
     assert page.dialogs == []
+
+
+def test_clicking_an_example_locates_it_and_the_model_tab_describes_the_model(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Predict").click()
+    page.get_by_role("button", name="Thumbnail 1 of 6").click()
+    results = page.locator("#results")
+    expect(results).to_contain_text("campus_photo_1.jpg", timeout=120_000)
+    expect(results).not_to_contain_text("notes.jpg")  # the new request replaced the old results
+    expect(page.frame_locator("#prediction-map iframe").locator("path.leaflet-interactive")).to_have_count(1)
+    page.get_by_role("tab", name="Model").click()
+    expect(page.get_by_text("efficientnet_lite0 (shared with region)")).to_be_visible()
+    expect(page.get_by_text("bundled synthetic demo")).to_be_visible()
+    assert page.dialogs == []
