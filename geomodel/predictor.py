@@ -42,13 +42,15 @@ class Predictor:
     With the shared layout one backbone pass per photo feeds both heads; with the
     separate layout each stage runs its own backbone.
 
-    Speed settings (measured with `bench/inference.py`): on CPU the trunks run in
-    channels_last memory format (1.2-1.6x faster for EfficientNet-Lite). `threads`
-    sets torch's intra-op thread count (default: torch's, one per core; on a machine
-    busy with other work, 1 thread, or OMP_WAIT_POLICY=PASSIVE in the environment,
-    avoids the large slowdown of spinning OpenMP threads). `precision="bf16"` runs
-    the trunks under bfloat16 autocast: ~2.5x faster on CPUs with AVX512-BF16/AMX,
-    much slower on CPUs without; predictions move slightly, so it is opt-in.
+    Speed settings (measured with `bench/inference.py` on a 2-core CPU): on CPU the
+    trunks run in channels_last memory format (1.05-1.4x faster for EfficientNet-Lite0)
+    and `predict` sends 4 photos per forward pass (`self.batch_size`). `threads` sets
+    torch's intra-op thread count (default: torch's, one per core). On a machine busy
+    with other work, spinning OpenMP threads slow inference down up to 10x: start the
+    process with OMP_WAIT_POLICY=PASSIVE (read when torch loads) or use threads=1.
+    `precision="bf16"` runs the trunks under bfloat16 autocast: ~2x faster on CPUs
+    with AVX512-BF16/AMX (slower on CPUs without), but on the campus photos it changed
+    3 of 245 region predictions, so it is opt-in.
     """
 
     def __init__(self, region_ckpt: dict, coords_ckpt: dict, *, device: str = "auto", model_dir: str = "",
