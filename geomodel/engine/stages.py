@@ -267,15 +267,28 @@ def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
     describe = dict(kind="region", model_config=to_dict(model_cfg), data_config=to_dict(prep.data_cfg),
                     image_size=image_size, norm=norm, frame=prep.data_cfg.frame, region_names=prep.region_names,
                     train_size=len(prep.train), omit_pretrained_trunk=frozen and model_cfg.pretrained)
-    _write_json(out_dir / "region_config.json", {"model": to_dict(model_cfg), "data": to_dict(prep.data_cfg),
-                                                 "train": to_dict(cfg)})
+    return _run_stage(model, ddp_model, stage, train_set, val_set, optimizer=optimizer, scheduler=scheduler,
+                      cfg=cfg, prep=prep, model_cfg=model_cfg, out_dir=out_dir, describe=describe, resumed=resumed,
+                      device=device, log=log)
+
+
+def _run_stage(model: nn.Module, ddp_model: nn.Module, stage: Stage, train_set: Dataset, val_set: Dataset, *,
+               optimizer: torch.optim.Optimizer, scheduler: object, cfg: TrainConfig, prep: Prepared,
+               model_cfg: ModelConfig, out_dir: Path, describe: dict, resumed: dict | None, device: torch.device,
+               log: Callable[[str], None], extra_fields: dict | None = None) -> dict:
+    """Fit one stage, writing NAME.pt (best), NAME_last.pt, NAME_config.json and NAME_metrics.json."""
+    name = stage.name
+    _write_json(out_dir / f"{name}_config.json", {"model": to_dict(model_cfg), "data": to_dict(prep.data_cfg),
+                                                  "train": to_dict(cfg)})
+
+    def checkpoint(m: nn.Module, **extra: object) -> dict:
+        return {**make_checkpoint(m, **describe, **extra), **(extra_fields or {})}
 
     def save_best(m: nn.Module, metrics: dict) -> None:
-        atomic_save(make_checkpoint(m, metrics=metrics, **describe), out_dir / "region.pt")
+        atomic_save(checkpoint(m, metrics=metrics), out_dir / f"{name}.pt")
 
     def save_last(state: dict) -> None:
-        atomic_save(make_checkpoint(model, resume={**state, "train_config": to_dict(cfg)}, **describe),
-                    out_dir / "region_last.pt")
+        atomic_save(checkpoint(model, resume={**state, "train_config": to_dict(cfg)}), out_dir / f"{name}_last.pt")
 
     result = fit(ddp_model, stage, lambda e: _loader(train_set, cfg, shuffle=True, epoch=e),
                  _loader(val_set, cfg, shuffle=False, shard=False), optimizer=optimizer, scheduler=scheduler,
@@ -284,7 +297,7 @@ def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
                  seed=cfg.seed, autocast_dtype=_autocast_dtype(cfg, device), log=log)
     final = {**result.best, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
              "interrupted": result.interrupted, "train_size": len(prep.train), "val_size": len(prep.val)}
-    _write_json(out_dir / "region_metrics.json", final)
+    _write_json(out_dir / f"{name}_metrics.json", final)
     if result.interrupted:
         raise KeyboardInterrupt
     return final
@@ -401,28 +414,6 @@ def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
                     image_size=image_size, norm=norm, frame=prep.data_cfg.frame, region_names=prep.region_names,
                     coord_stats=stats.__dict__, train_size=len(prep.train),
                     omit_pretrained_trunk=model_cfg.layout == "separate" and frozen and model_cfg.pretrained)
-    _write_json(out_dir / "coords_config.json", {"model": to_dict(model_cfg), "data": to_dict(prep.data_cfg),
-                                                 "train": to_dict(cfg)})
-
-    def checkpoint(m: nn.Module, **extra: object) -> dict:
-        ckpt = make_checkpoint(m, **describe, **extra)
-        ckpt["feature_dim"] = unwrap_model(m).feature_dim
-        return ckpt
-
-    def save_best(m: nn.Module, metrics: dict) -> None:
-        atomic_save(checkpoint(m, metrics=metrics), out_dir / "coords.pt")
-
-    def save_last(state: dict) -> None:
-        atomic_save(checkpoint(model, resume={**state, "train_config": to_dict(cfg)}), out_dir / "coords_last.pt")
-
-    result = fit(ddp_model, stage, lambda e: _loader(train_set, cfg, shuffle=True, epoch=e),
-                 _loader(val_set, cfg, shuffle=False, shard=False), optimizer=optimizer, scheduler=scheduler,
-                 epochs=cfg.epochs, patience=cfg.patience, grad_clip=cfg.grad_clip, device=device, out_dir=out_dir,
-                 save_best=save_best, save_last=save_last, resume_state=resumed and resumed["resume"],
-                 seed=cfg.seed, autocast_dtype=_autocast_dtype(cfg, device), log=log)
-    final = {**result.best, "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-             "interrupted": result.interrupted, "train_size": len(prep.train), "val_size": len(prep.val)}
-    _write_json(out_dir / "coords_metrics.json", final)
-    if result.interrupted:
-        raise KeyboardInterrupt
-    return final
+    return _run_stage(model, ddp_model, stage, train_set, val_set, optimizer=optimizer, scheduler=scheduler,
+                      cfg=cfg, prep=prep, model_cfg=model_cfg, out_dir=out_dir, describe=describe, resumed=resumed,
+                      device=device, log=log, extra_fields={"feature_dim": model.feature_dim})
