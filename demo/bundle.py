@@ -89,6 +89,8 @@ def train_model(train_csv: Path, train_images: Path, model_dir: Path, names_file
             "--out", str(model_dir), "--frame", "planar", "--image-size", str(args.image_size),
             "--region-names", str(names_file), "--epochs", str(args.epochs),
             "--coords-epochs", str(args.coords_epochs), "--aug-views", str(args.aug_views),
+            # pinned, so the bundle does not change when the real-photo preset is retuned
+            "--feature-layers", "head", "--pool", "avg",
             "--seed", str(args.seed), "--cache-dir", str(cache_dir), "--device", "cpu"]
     code = train_main(argv)
     if code != 0:
