@@ -136,3 +136,30 @@ def test_multi_layer_lite_features_are_per_layer_normalised() -> None:
         build_backbone("efficientnet_lite0", pretrained=False, layers=["99"])
     with pytest.raises(ValueError, match="only supported"):
         build_backbone("resnet18", pretrained=False, layers=["3", "head"])
+
+
+def test_head_inputs_are_standardised_with_training_feature_stats() -> None:
+    model = RegionClassifier(ModelConfig(backbone="resnet18", pretrained=False, num_regions=3, dropout=0.0))
+    feats = torch.randn(50, 512) * 5 + 3
+    model.set_feature_stats(feats)
+    seen = []
+    model.head.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    model.forward_head(feats)
+    assert torch.allclose(seen[0].mean(0), torch.zeros(512), atol=1e-4)
+    assert torch.allclose(seen[0].std(0), torch.ones(512), atol=1e-4)
+
+
+def test_checkpoints_without_feature_stats_still_load() -> None:
+    """Checkpoints written before the standardisation buffers existed load with identity stats."""
+    from geomodel.engine.checkpoint import make_checkpoint
+    from geomodel.models import model_from_checkpoint
+
+    cfg = ModelConfig(backbone="resnet18", pretrained=False, num_regions=3)
+    model = RegionClassifier(cfg, image_size=32)
+    ckpt = make_checkpoint(model, kind="region", model_config=cfg.__dict__, data_config={}, image_size=32,
+                           norm=(model.backbone.mean, model.backbone.std), frame="planar",
+                           region_names=["a", "b", "c"])
+    for key in ("feat_mean", "feat_std"):
+        del ckpt["state_dict"][key]
+    loaded = model_from_checkpoint(ckpt)
+    assert torch.equal(loaded.feat_std, torch.ones(512))

@@ -234,8 +234,10 @@ def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
     y_val = torch.tensor(prep.val["region"].to_numpy(np.int64))
 
     if frozen:
-        train_set: Dataset = _Rows(_features(model.backbone, prep.train, prep.train_images, image_size, cfg, device,
-                                             views=cfg.aug_views, desc="train features"), region=y_train)
+        f_train = _features(model.backbone, prep.train, prep.train_images, image_size, cfg, device,
+                            views=cfg.aug_views, desc="train features")
+        model.set_feature_stats(f_train.flatten(0, 1))  # all views: (V * N, D)
+        train_set: Dataset = _Rows(f_train, region=y_train)
         val_set: Dataset = _Rows(_features(model.backbone, prep.val, prep.val_images, image_size, cfg, device,
                                            desc="val features"), region=y_val)
         logits_of = lambda m, b: m(b["features"])  # noqa: E731  (m: the _HeadOnly-wrapped model)
@@ -374,6 +376,7 @@ def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
         f_train = _features(trunk, prep.train, prep.train_images, image_size, cfg, device, views=cfg.aug_views,
                             desc="train features")
         f_val = _features(trunk, prep.val, prep.val_images, image_size, cfg, device, desc="val features")
+        model.set_feature_stats(f_train.flatten(0, 1))
         r_train = region_inputs(prep.train, prep.train_images, f_train, "train")
         r_val = region_inputs(prep.val, prep.val_images, f_val, "val")
         train_set: Dataset = _Rows(f_train, coords=z_train, region_in=r_train)

@@ -7,6 +7,9 @@ from geomodel.config import ModelConfig, from_dict
 from geomodel.errors import CheckpointError
 
 
+_OPTIONAL_BUFFERS = ("feat_mean", "feat_std")
+
+
 def model_from_checkpoint(ckpt: dict, *, path: str = "checkpoint") -> nn.Module:
     """Rebuild a stage model from a checkpoint dict (no pretrained download: weights come from it)."""
     from geomodel.models.coords import CoordRegressor
@@ -18,8 +21,11 @@ def model_from_checkpoint(ckpt: dict, *, path: str = "checkpoint") -> nn.Module:
         model: nn.Module = RegionClassifier(cfg, image_size=ckpt["image_size"])
     else:
         model = CoordRegressor(cfg, feature_dim=ckpt.get("feature_dim"), image_size=ckpt["image_size"])
+    state = dict(ckpt["state_dict"])
+    for key in _OPTIONAL_BUFFERS:  # added after the format's first release: identity when absent
+        state.setdefault(key, model.state_dict()[key])
     try:
-        missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=not from_package)
+        missing, unexpected = model.load_state_dict(state, strict=not from_package)
         if from_package and (unexpected or any(not k.startswith("backbone.trunk.") for k in missing)):
             raise RuntimeError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     except (RuntimeError, KeyError) as exc:

@@ -63,6 +63,8 @@ class CoordRegressor(nn.Module):
         self.attention = gate(dim, cfg.hidden_dim)
         self.head = nn.Sequential(nn.Linear(dim, cfg.hidden_dim), nn.ReLU(), nn.Dropout(cfg.dropout),
                                   nn.Linear(cfg.hidden_dim, 2))
+        self.register_buffer("feat_mean", torch.zeros(feature_dim))  # head-input standardisation
+        self.register_buffer("feat_std", torch.ones(feature_dim))
         self.register_buffer("coord_mean", torch.zeros(2, dtype=torch.float64))
         self.register_buffer("coord_std", torch.ones(2, dtype=torch.float64))
         self.register_buffer("region_centroids", torch.zeros(cfg.num_regions, 2, dtype=torch.float64))
@@ -72,8 +74,14 @@ class CoordRegressor(nn.Module):
             raise RuntimeError("shared layout: compute features with the region model's backbone")
         return self.backbone(x)
 
+    def set_feature_stats(self, features: torch.Tensor) -> None:
+        """Standardise image features with these (N, D) training features' mean and std."""
+        self.feat_mean.copy_(features.mean(0))
+        self.feat_std.copy_(features.std(0).clamp(min=1e-6))
+
     def forward_head(self, features: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         """(B, D) features and (B,) 0-based regions -> (B, 2) normalised lat/lon."""
+        features = (features - self.feat_mean) / self.feat_std
         z = torch.cat([features, self.embedding(region)], dim=1)
         return self.head(self.attention(z))
 

@@ -18,6 +18,10 @@ class RegionClassifier(nn.Module):
                                                    layers=cfg.feature_layers,
                                                    image_size=image_size)
         d = self.backbone.out_dim
+        # Per-feature standardisation in front of the head (identity until set from training
+        # features): linear probes on frozen trunks learn far faster on standardised inputs.
+        self.register_buffer("feat_mean", torch.zeros(d))
+        self.register_buffer("feat_std", torch.ones(d))
         if cfg.head_hidden > 0:
             self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, cfg.head_hidden), nn.GELU(),
                                       nn.Dropout(cfg.dropout), nn.Linear(cfg.head_hidden, cfg.num_regions))
@@ -31,8 +35,13 @@ class RegionClassifier(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> (B, D)
         return self.backbone(x)
 
+    def set_feature_stats(self, features: torch.Tensor) -> None:
+        """Standardise head inputs with these (N, D) training features' mean and std."""
+        self.feat_mean.copy_(features.mean(0))
+        self.feat_std.copy_(features.std(0).clamp(min=1e-6))
+
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, R)
-        return self.head(features)
+        return self.head((features - self.feat_mean) / self.feat_std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
