@@ -1,0 +1,200 @@
+"""App speed: cold start, per-photo latency through gradio_client, and the server's peak memory.
+
+    python bench/app.py [--requests 10] [--app-args "--model DIR"]
+
+Measures, with the app's own settings (default: the bundled demo model):
+
+* cold start, in a fresh process: importing the app (Gradio, torch, geomodel), loading
+  the model, building the app's context (the model plus, with a validation set, its
+  predictions) and the Blocks; and, separately, `python app.py` from launch until its
+  API answers;
+* latency of `/predict` through `gradio_client`, one client, requests in sequence: one
+  photo per request (median and 90th percentile), then one request of --multi photos
+  (seconds per photo); beside it, in the same fresh process as the cold start, the
+  Predictor alone and the app's whole handler (Predictor, results table, map HTML)
+  on the same photos, so the differences show where the time goes;
+* the server's resident memory when idle after start and its peak (VmHWM) at the end.
+
+Photos: the real campus photos when present (mixed sizes up to 1280 px), else synthetic.
+Prints one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import machine, photos  # noqa: E402
+
+# Runs in a fresh interpreter: argv[1] = JSON list of app flags, argv[2] = JSON list of photo paths.
+_COLD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+sys.path.insert(0, ROOT_PATH)
+import app  # noqa: F401
+from demo.settings import config_from_args
+from demo.ui import build_app, load_context, predict
+from geomodel.predictor import Predictor
+t1 = time.perf_counter()
+config = config_from_args(json.loads(sys.argv[1]))
+predictor = Predictor.from_dir(config.model, device=config.device, threads=config.threads)
+t2 = time.perf_counter()
+ctx = load_context(config)
+t3 = time.perf_counter()
+build_app(ctx)
+t4 = time.perf_counter()
+paths = json.loads(sys.argv[2])
+predictor.predict(paths[:1])
+per = []
+for p in paths:
+    s = time.perf_counter()
+    predictor.predict([p])
+    per.append(time.perf_counter() - s)
+handler = []
+for p in paths:
+    s = time.perf_counter()
+    predict(ctx, [p])
+    handler.append(time.perf_counter() - s)
+per.sort()
+handler.sort()
+print(json.dumps({"import_s": t1 - t0, "model_load_s": t2 - t1, "context_s": t3 - t2, "build_s": t4 - t3,
+                  "predictor_s_per_photo": per[len(per) // 2], "handler_s_per_photo": handler[len(handler) // 2]}))
+"""
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--requests", type=int, default=10, help="one-photo requests, in sequence")
+    p.add_argument("--multi", type=int, default=8, help="photos in the one multi-photo request")
+    p.add_argument("--app-args", default="", help="extra flags for app.py, e.g. '--model DIR --threads 1'")
+    p.add_argument("--omp-wait-policy", choices=("passive", "active", "env"), default="env",
+                   help="OMP_WAIT_POLICY for the app processes (env: as this shell has it, i.e. as users run "
+                        "the app); see bench/inference.py")
+    p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for the app")
+    return p
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _status_mb(pid: int, key: str) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited with code {proc.returncode} before serving")
+        try:
+            if httpx.get(url + "/gradio_api/info", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the app did not answer within {timeout:.0f} s")
+
+
+def _call(client, files: list[Path]) -> float:
+    from gradio_client import handle_file
+
+    start = time.perf_counter()
+    table, _map = client.predict([handle_file(str(f)) for f in files], api_name="/predict")
+    elapsed = time.perf_counter() - start
+    problem = table["headers"].index("Problem")
+    if len(table["data"]) != len(files) or any(row[problem] for row in table["data"]):
+        raise RuntimeError(f"unexpected answer: {table['data']}")
+    return elapsed
+
+
+def main(args: argparse.Namespace) -> dict:
+    from gradio_client import Client
+
+    began = time.perf_counter()
+    app_args = shlex.split(args.app_args)
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    if args.omp_wait_policy != "env":
+        env["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
+    with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
+        tmp = Path(tmp)
+        paths, source = photos(max(args.requests, args.multi), tmp)
+        singles, multi = paths[:args.requests], paths[:args.multi]
+
+        script = _COLD.replace("ROOT_PATH", repr(str(ROOT)))
+        cold = subprocess.run([sys.executable, "-c", script, json.dumps(app_args), json.dumps([str(p) for p in singles])],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=args.startup_timeout)
+        if cold.returncode != 0:
+            raise SystemExit(f"cold-start measurement failed:\n{cold.stderr[-3000:]}")
+        cold_s = {k: round(v, 3) for k, v in json.loads(cold.stdout.strip().splitlines()[-1]).items()}
+
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        with open(tmp / "server.log", "w") as log:
+            start = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), *app_args],
+                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                try:
+                    _wait_ready(url, proc, args.startup_timeout)
+                except RuntimeError as exc:
+                    raise SystemExit(f"{exc}\n{(tmp / 'server.log').read_text()[-3000:]}") from None
+                ready_s = time.perf_counter() - start
+                idle_mb = _status_mb(proc.pid, "VmRSS")
+                client = Client(url, verbose=False, download_files=False)
+                _call(client, singles[:1])  # warm-up: first request sets up the queue and kernels
+                one = sorted(_call(client, [p]) for p in singles)
+                multi_s = _call(client, multi)
+                peak_mb = _status_mb(proc.pid, "VmHWM")
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    p50 = statistics.median(one)
+    predictor_s, handler_s = cold_s.pop("predictor_s_per_photo"), cold_s.pop("handler_s_per_photo")
+    return {
+        "benchmark": "app",
+        "app_args": app_args,
+        "photos": source,
+        "cold_start_s": {**cold_s, "import_plus_model_load_s": round(cold_s["import_s"] + cold_s["model_load_s"], 2),
+                         "launch_to_ready_s": round(ready_s, 2)},
+        "latency_s": {
+            "one_photo_p50": round(p50, 3),
+            "one_photo_p90": round(one[min(len(one) - 1, int(0.9 * len(one)))], 3),
+            f"per_photo_in_{len(multi)}_photo_request": round(multi_s / len(multi), 3),
+            "predictor_alone_per_photo": predictor_s,
+            "handler_alone_per_photo": handler_s,  # Predictor + results table + map HTML
+            "transport_overhead_one_photo": round(p50 - handler_s, 3),  # upload, queue, events
+        },
+        "server_rss_mb": {"idle_after_start": idle_mb, "peak": peak_mb},
+        "machine": {**machine(), "omp_wait_policy": env.get("OMP_WAIT_POLICY")},
+        "wall_s": round(time.perf_counter() - began, 1),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(get_args_parser().parse_args()), indent=2))
