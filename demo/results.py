@@ -12,7 +12,6 @@ Rows are plain JSON-able dicts, so they can live in `gr.State` and be rebuilt in
 from __future__ import annotations
 
 import csv
-import html
 import io
 import math
 import statistics
@@ -116,7 +115,7 @@ def problems_markdown(rows: Sequence[dict]) -> str:
     n_ok = len(rows) - len(bad)
     lines = [f"**{len(bad)} of {len(rows)} photo{'s' if len(rows) != 1 else ''} could not be used** "
              f"({n_ok} got a prediction):"]
-    lines += [f"- `{_code_text(r['file'])}`: {escape_markdown(r['error'])}" for r in bad]
+    lines += [f"- {code_span(r['file'])}: {escape_markdown(r['error'])}" for r in bad]
     return "\n".join(lines)
 
 
@@ -154,9 +153,14 @@ def exif_gps(image: Image.Image | str | Path) -> tuple[float, float] | None:
 
 
 def escape_markdown(text: Any) -> str:
-    """Text that Markdown shows literally: HTML-escaped, and Markdown's punctuation backslashed."""
-    out = html.escape(str(text), quote=True)
-    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|~>" else c for c in out)
+    """Text that Markdown shows literally: its punctuation backslashed, then & < > as entities."""
+    out = "".join("\\" + c if c in "\\`*_{}[]()#+-.!|~" else c for c in str(text))
+    return out.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def code_span(text: str) -> str:
+    """Text as a Markdown code span, shown literally (backticks, which would end it, become ')."""
+    return "`" + str(text).replace("`", "'") + "`"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,7 +182,3 @@ def _dms(value: Any, ref: Any, hemispheres: str) -> float | None:
 
 def _round(value: Any, digits: int) -> float | None:
     return None if value is None else round(float(value), digits)
-
-
-def _code_text(name: str) -> str:
-    return name.replace("`", "'")  # inside a code span Markdown escapes nothing; drop backticks

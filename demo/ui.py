@@ -130,7 +130,7 @@ def model_markdown(info: ModelInfo, config: AppConfig) -> str:
     region_list = ", ".join(f"{i + 1} {e(n)}" for i, n in enumerate(info.region_names))
     frame = ("WGS84 latitude/longitude, errors in metres" if info.frame == "wgs84"
              else f"planar coordinates, errors in {e(info.error_unit)}")
-    rows = [("Model", f"`{R._code_text(str(shown))}`" + (" (bundled synthetic demo)" if config.is_bundled else "")),
+    rows = [("Model", R.code_span(str(shown)) + (" (bundled synthetic demo)" if config.is_bundled else "")),
             ("Region classifier backbone", e(info.backbones["region"])),
             ("Coordinate regressor backbone", e(info.backbones["coords"])),
             ("Layout", e(info.layout)), ("Regions", f"{len(info.region_names)}: {region_list}"),
@@ -228,7 +228,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         outputs = [table, pred_map, rows_state]
         after = [summary, problems, csv_btn, geo_btn]
         locate.click(run_predict, files, outputs, api_name="predict", concurrency_limit=cfg.concurrency,
-                     concurrency_id="predict").then(run_downloads, rows_state, after, api_visibility="private")
+                     concurrency_id="predict").success(run_downloads, rows_state, after, api_visibility="private")
         if ctx.examples:
             example_paths = [str(p) for p in ctx.examples]
 
@@ -237,10 +237,10 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
             gallery.select(pick, None, files, api_visibility="private").then(
                 run_predict, files, outputs, api_visibility="private", concurrency_limit=cfg.concurrency,
-                concurrency_id="predict").then(run_downloads, rows_state, after, api_visibility="private")
+                concurrency_id="predict").success(run_downloads, rows_state, after, api_visibility="private")
             all_examples.click(lambda: example_paths, None, files, api_visibility="private").then(
                 run_predict, files, outputs, api_visibility="private", concurrency_limit=cfg.concurrency,
-                concurrency_id="predict").then(run_downloads, rows_state, after, api_visibility="private")
+                concurrency_id="predict").success(run_downloads, rows_state, after, api_visibility="private")
     return app
 
 

@@ -105,6 +105,7 @@ def test_problem_list_escapes_names_and_reasons():
     assert "<b>" not in md and "&lt;b&gt;" in md and "\\*file\\*" in md
     assert R.problems_markdown([_row("ok.jpg")]) == ""
     assert "`a'b.jpg`" in R.problems_markdown([_row("a`b.jpg", error="x")])
+    assert R.escape_markdown("needs the 'pillow-heif' package") == "needs the 'pillow\\-heif' package"
 
 
 def test_exif_gps_extraction(tmp_path):
