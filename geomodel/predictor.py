@@ -194,8 +194,14 @@ class Predictor:
         return out
 
 
-def evaluate_frame(pred: pd.DataFrame, num_regions: int, frame: str) -> dict:
-    """Metrics of `Predictor.predict_frame` output over the rows that could be predicted."""
+def evaluate_frame(pred: pd.DataFrame, num_regions: int, frame: str,
+                   label_bounds: tuple[Sequence[float], Sequence[float]] | None = None) -> dict:
+    """Metrics of `Predictor.predict_frame` output over the rows that could be predicted.
+
+    `label_bounds` ((lat_low, lon_low), (lat_high, lon_high)), the training split's outlier
+    bounds: coordinate metrics are also given over the photos whose labels lie inside them
+    (`*_inliers`), since one mislabelled photo kilometres away can dominate an MSE.
+    """
     from geomodel.metrics import coord_metrics, per_region_median_error, region_metrics
     from geomodel.geo import distance
 
@@ -207,8 +213,16 @@ def evaluate_frame(pred: pd.DataFrame, num_regions: int, frame: str) -> dict:
     reg = region_metrics(true_r, pred_r, num_regions)
     crd = coord_metrics(t, p, frame)
     err = distance(frame, t[:, 0], t[:, 1], p[:, 0], p[:, 1])
-    return {"n_images": int(len(pred)), "n_failed": int(len(pred) - len(ok)), **crd,
-            "region_accuracy": reg["region_accuracy"], "per_region_accuracy": reg["per_region_accuracy"],
-            "confusion": reg["confusion"], "per_region_median_error": per_region_median_error(err, true_r,
-                                                                                                num_regions),
-            "failed": pred.loc[pred["error"].notna(), ["filename", "error"]].to_dict("records")}
+    out = {"n_images": int(len(pred)), "n_failed": int(len(pred) - len(ok)), **crd,
+           "region_accuracy": reg["region_accuracy"], "per_region_accuracy": reg["per_region_accuracy"],
+           "confusion": reg["confusion"], "per_region_median_error": per_region_median_error(err, true_r, num_regions),
+           "failed": pred.loc[pred["error"].notna(), ["filename", "error"]].to_dict("records")}
+    if label_bounds is not None:
+        low, high = np.asarray(label_bounds[0]), np.asarray(label_bounds[1])
+        inside = np.all((t >= low) & (t <= high), axis=1)
+        inl = coord_metrics(t[inside], p[inside], frame)
+        out.update({"n_label_outliers": int((~inside).sum()),
+                    "label_outliers": ok.loc[~inside, "filename"].tolist(),
+                    "coord_mse_inliers": inl["coord_mse"], "mean_error_inliers": inl["mean_error"],
+                    "median_error_inliers": inl["median_error"]})
+    return out

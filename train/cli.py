@@ -165,13 +165,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
         shown = "\n  ".join(f"line {int(r) + 2}: {e}" for r, e in zip(pred["row"][:5], pred["error"][:5]))
         raise DataError(f"{args.csv}: none of the {len(pred)} images could be used, so there is nothing to "
                         f"evaluate:\n  {shown}")
-    metrics = {**evaluate_frame(pred, predictor.num_regions, predictor.frame), "model": str(args.model),
+    stats = predictor.coords_ckpt.get("coord_stats") or {}
+    bounds = (stats["low"], stats["high"]) if "low" in stats else None
+    metrics = {**evaluate_frame(pred, predictor.num_regions, predictor.frame, bounds), "model": str(args.model),
                "csv": str(args.csv)}
     unit = metrics["error_unit"]
     print(f"images: {metrics['n_images']} ({metrics['n_failed']} could not be read)")
     print(f"region accuracy: {metrics['region_accuracy']:.1%}")
     print(f"coordinate MSE: {metrics['coord_mse']:,.1f} (0.5*(MSE_lat+MSE_lon), {unit}^2)")
     print(f"mean error: {metrics['mean_error']:,.1f} {unit}   median error: {metrics['median_error']:,.1f} {unit}")
+    if metrics.get("n_label_outliers"):
+        print(f"without the {metrics['n_label_outliers']} photo(s) whose labels lie outside the training bounds "
+              f"({', '.join(metrics['label_outliers'][:5])}): coordinate MSE {metrics['coord_mse_inliers']:,.1f}, "
+              f"median error {metrics['median_error_inliers']:,.1f} {unit}")
     for row in metrics["failed"]:
         print(f"  skipped {row['filename']}: {row['error']}")
     if args.json:
