@@ -143,3 +143,17 @@ def test_features_can_feed_a_trained_head(photos, cache):
     head = torch.nn.Linear(feats.shape[1], 3)
     head(feats).sum().backward()  # inference-mode tensors would refuse this
     assert head.weight.grad is not None and not feats.requires_grad
+
+
+def test_other_feature_layers_miss(photos, cache):
+    """Same weights, other layers pooled: another function, so another cache entry."""
+    torch.manual_seed(0)
+    final = build_backbone("efficientnet_lite0", pretrained=False, image_size=SIZE)
+    torch.manual_seed(0)
+    multi = build_backbone("efficientnet_lite0", pretrained=False, image_size=SIZE, layers=("12", "head"))
+    assert multi.trunk.net.state_dict().keys() == final.trunk.net.state_dict().keys()
+    tf = build_transforms((final.mean, final.std), SIZE, train=False)
+    run = dict(device=torch.device("cpu"), batch_size=4, cache=cache, image_size=SIZE)
+    a = extract_features(final, photos, tf, **run)
+    b = extract_features(multi, photos, tf, **run)
+    assert a.shape[1] == final.out_dim and b.shape[1] == multi.out_dim != final.out_dim

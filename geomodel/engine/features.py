@@ -34,9 +34,25 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _settings(module: nn.Module) -> str:
+    """Every submodule's class and plain settings (e.g. which layers a trunk pools), which weights miss."""
+    parts = []
+    for name, sub in module.named_modules():
+        plain = {k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in vars(sub).items()
+                 if not k.startswith("_") and k != "training"
+                 and (isinstance(v, _PLAIN) or (isinstance(v, (tuple, list, set, frozenset))
+                                                and all(isinstance(x, _PLAIN) for x in v)))}
+        parts.append(f"{name}:{type(sub).__name__}:{sorted(plain.items(), key=lambda kv: kv[0])}")
+    return "\n".join(parts)
+
+
 def module_fingerprint(module: nn.Module) -> str:
-    """Hash of a module's parameters and buffers: two trunks share a key only if their weights match."""
-    h = hashlib.sha256()
+    """Hash of a module's parameters, buffers and settings: two trunks share a key only if they compute
+    the same function (same weights, and e.g. the same feature layers pooled)."""
+    h = hashlib.sha256(_settings(module).encode())
     for name, tensor in sorted(module.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
