@@ -30,7 +30,7 @@ EPOCHS = 10
 # Frozen pretrained EfficientNet-Lite0 at 64 px: features are computed once (cached), so an epoch is
 # a fraction of a second and checkpoints are small; one augmented view exercises per-epoch resampling.
 FIT = ["--backbone", "efficientnet_lite0", "--image-size", "64", "--freeze-backbone", "--aug-views", "1",
-       "--epochs", str(EPOCHS), "--patience", "6", "--batch-size", "16", "--device", "cpu", "--seed", "3"]
+       "--epochs", str(EPOCHS), "--patience", str(EPOCHS), "--batch-size", "16", "--device", "cpu", "--seed", "3"]
 
 
 def fit_args(csv: Path, images: Path, out: Path, cache: Path, *extra: str) -> list[str]:

@@ -79,7 +79,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, help="write a failure report (per-region table, confusion matrix "
                    "picture, worst photos) into this folder")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, help="photos per forward pass (default: the Predictor's, 4 on CPU)")
     p.add_argument("--coord-regions", type=int, default=1,
                    help="stage 2 over the K most probable regions, weighted by probability (1: argmax)")
     p = sub.add_parser("split", help="write a stratified train/test split of a labels CSV (fixed seed)")
