@@ -163,3 +163,24 @@ def test_checkpoints_without_feature_stats_still_load() -> None:
         del ckpt["state_dict"][key]
     loaded = model_from_checkpoint(ckpt)
     assert torch.equal(loaded.feat_std, torch.ones(512))
+
+
+def test_network_backbones_load_only_when_asked_and_say_why_they_cannot(monkeypatch) -> None:
+    """DINOv2 comes through torch.hub; offline (as here) the error says what to do instead."""
+    import torch.hub
+
+    calls = []
+
+    def offline(*args, **kwargs):
+        calls.append(args)
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load", offline)
+    build_backbone("resnet18", pretrained=False)
+    assert not calls  # other backbones never touch torch.hub
+    with pytest.raises(WeightsUnavailableError) as err:
+        build_backbone("dinov2_vits14", pretrained=True)
+    assert "torch.hub" in str(err.value) and "efficientnet_lite0" in str(err.value)
+    assert calls and calls[0][0] == "facebookresearch/dinov2"
+    with pytest.raises(ValueError, match="multiple of 14"):
+        build_backbone("dinov2_vits14", image_size=64)

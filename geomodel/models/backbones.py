@@ -167,6 +167,35 @@ def _lite_state_dict(level: int) -> dict:
     return {k: v for k, v in state.items() if not k.startswith("_fc.")}
 
 
+class _HubViTTrunk(nn.Module):
+    """A torch.hub vision transformer whose forward already returns the pooled (B, D) embedding."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _dinov2(arch: str, pretrained: bool, pool: str, image_size: int) -> Backbone:
+    """DINOv2 (self-supervised ViT) through torch.hub: stronger features, but it needs a network once.
+
+    Loaded only when asked for; the code and weights are then cached in torch.hub's folder.
+    Input sizes must be multiples of 14 (224 is).
+    """
+    if image_size % 14:
+        raise ValueError(f"{arch} needs an image size that is a multiple of 14 (e.g. 224), got {image_size}")
+    try:
+        net = torch.hub.load("facebookresearch/dinov2", arch, pretrained=pretrained, trust_repo=True)
+    except Exception as exc:  # noqa: BLE001 - no network, no cache, proxy errors all end here
+        raise WeightsUnavailableError(
+            f"could not load {arch!r} through torch.hub ({type(exc).__name__}: {exc}). It is fetched from "
+            f"GitHub on first use and cached in {torch.hub.get_dir()}; without a network use an offline "
+            "backbone (efficientnet_lite0/1/2)") from None
+    return Backbone(_HubViTTrunk(net), int(net.embed_dim), IMAGENET_STATS, "avg", arch)
+
+
 BACKBONES: dict[str, Callable[..., Backbone]] = {
     "resnet18": partial(_resnet, "resnet18"),
     "resnet34": partial(_resnet, "resnet34"),
@@ -176,6 +205,9 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "efficientnet_lite0": partial(_efficientnet_lite, 0),
     "efficientnet_lite1": partial(_efficientnet_lite, 1),
     "efficientnet_lite2": partial(_efficientnet_lite, 2),
+    # Network needed on first use (torch.hub); never needed by the tests.
+    "dinov2_vits14": partial(_dinov2, "dinov2_vits14"),
+    "dinov2_vitb14": partial(_dinov2, "dinov2_vitb14"),
 }
 
 
