@@ -74,6 +74,7 @@ class ModelConfig:
     attention: str = "features"  # coords: "features" (per-feature weights) or "scalar" (original gate)
     dropout: float = 0.2
     layout: str = "shared"  # coords: "shared" reuses stage 1's trunk, "separate" has its own
+    predict_heading: bool = False  # coords: also regress the camera heading as (sin, cos); set from the CSV
 
     def __post_init__(self) -> None:
         _check_choice("kind", self.kind, ("region", "coords"))

@@ -119,6 +119,11 @@ class Predictor:
     @torch.inference_mode()
     def predict_tensors(self, images: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
         """RGB PIL images -> (probabilities (B, R), lat/lon (B, 2) float64 in dataset units)."""
+        probs, latlon, _ = self._infer(images)
+        return probs, latlon
+
+    def _infer(self, images: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """`predict_tensors` plus the heading in degrees (B,) when stage 2 learnt it, else None."""
         feats = self._trunk(self.region_model, [self._tf_region(im) for im in images])
         probs = self.region_model.forward_head(feats).float().softmax(1)
         if not self.shared:
@@ -127,7 +132,8 @@ class Predictor:
         weights = top_p / top_p.sum(dim=1, keepdim=True)  # (B, K)
         z = sum(weights[:, j:j + 1] * self.coords_model.forward_head(feats, top_i[:, j]).float()
                 for j in range(top_i.shape[1]))
-        return probs.cpu(), self.coords_model.denormalize(z).cpu()
+        heading = self.coords_model.heading(z)
+        return probs.cpu(), self.coords_model.denormalize(z).cpu(), None if heading is None else heading.cpu()
 
     def _trunk(self, model: torch.nn.Module, tensors: list[torch.Tensor]) -> torch.Tensor:
         """(B, D) float32 features of transformed images; heads always run in float32."""
@@ -142,7 +148,8 @@ class Predictor:
 
         Returns one dict per input, in order: `file`, `region_id` (1-based), `region_name`,
         `region_prob`, `top_k` (list of {region_id, region_name, prob}), `latitude`,
-        `longitude`, `error` (None, or why this image could not be used: a bad image never
+        `longitude`, `heading` (camera heading in degrees, None unless the model learnt it),
+        `error` (None, or why this image could not be used: a bad image never
         costs the others their results).
         """
         single = not isinstance(images, (list, tuple)) and not hasattr(images, "__next__")
@@ -160,22 +167,23 @@ class Predictor:
                     results[i] = self._failed(items[i], str(exc))
             if not chunk:
                 continue
-            probs, latlon = self.predict_tensors([im for _, im in chunk])
+            probs, latlon, heading = self._infer([im for _, im in chunk])
             top_p, top_i = probs.topk(k, dim=1)
-            for (i, _), p, ti, ll in zip(chunk, top_p.tolist(), top_i.tolist(), latlon.tolist()):
+            headings = heading.tolist() if heading is not None else [None] * len(chunk)
+            for (i, _), p, ti, ll, hd in zip(chunk, top_p.tolist(), top_i.tolist(), latlon.tolist(), headings):
                 results[i] = {
                     "file": describe(items[i]), "region_id": ti[0] + 1, "region_name": self.region_names[ti[0]],
                     "region_prob": float(p[0]),
                     "top_k": [{"region_id": r + 1, "region_name": self.region_names[r], "prob": float(q)}
                               for r, q in zip(ti, p)],
-                    "latitude": float(ll[0]), "longitude": float(ll[1]), "error": None,
+                    "latitude": float(ll[0]), "longitude": float(ll[1]), "heading": hd, "error": None,
                 }
         return results
 
     @staticmethod
     def _failed(item: object, reason: str) -> dict:
         return {"file": describe(item), "region_id": None, "region_name": None, "region_prob": None, "top_k": [],
-                "latitude": None, "longitude": None, "error": reason}
+                "latitude": None, "longitude": None, "heading": None, "error": reason}
 
     def predict_frame(self, df: pd.DataFrame, images_dir: str | Path, batch_size: int | None = None,
                       progress: bool = True) -> pd.DataFrame:
@@ -190,6 +198,7 @@ class Predictor:
         out["pred_region_prob"] = [p["region_prob"] for p in preds]
         out["pred_latitude"] = [p["latitude"] for p in preds]
         out["pred_longitude"] = [p["longitude"] for p in preds]
+        out["pred_heading"] = [p["heading"] for p in preds]
         out["error"] = [p["error"] for p in preds]
         return out
 
@@ -217,6 +226,14 @@ def evaluate_frame(pred: pd.DataFrame, num_regions: int, frame: str,
            "region_accuracy": reg["region_accuracy"], "per_region_accuracy": reg["per_region_accuracy"],
            "confusion": reg["confusion"], "per_region_median_error": per_region_median_error(err, true_r, num_regions),
            "failed": pred.loc[pred["error"].notna(), ["filename", "error"]].to_dict("records")}
+    if "angle" in ok and ok["pred_heading"].notna().any():
+        from geomodel.metrics import angular_error
+
+        known = ok["angle"].notna() & ok["pred_heading"].notna()
+        err_deg = angular_error(ok.loc[known, "angle"].to_numpy(np.float64) % 360,
+                                ok.loc[known, "pred_heading"].to_numpy(np.float64))
+        out.update({"heading_mae": float(err_deg.mean()) if len(err_deg) else float("nan"),
+                    "heading_median_error": float(np.median(err_deg)) if len(err_deg) else float("nan")})
     if label_bounds is not None:
         low, high = np.asarray(label_bounds[0]), np.asarray(label_bounds[1])
         inside = np.all((t >= low) & (t <= high), axis=1)

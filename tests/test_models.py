@@ -1,6 +1,7 @@
 """Model shapes, gradients, the exact stage-2 loss and the backbone registry."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -184,3 +185,25 @@ def test_network_backbones_load_only_when_asked_and_say_why_they_cannot(monkeypa
     assert calls and calls[0][0] == "facebookresearch/dinov2"
     with pytest.raises(ValueError, match="multiple of 14"):
         build_backbone("dinov2_vits14", image_size=64)
+
+
+def test_heading_head_sin_cos_loss_and_decoding() -> None:
+    from geomodel.models.coords import heading_targets, stage2_loss
+
+    cfg = ModelConfig(kind="coords", num_regions=3, layout="shared", predict_heading=True, region_embed_dim=4,
+                      hidden_dim=8)
+    model = CoordRegressor(cfg, feature_dim=6)
+    out = model.forward_head(torch.randn(5, 6), torch.tensor([0, 1, 2, 0, 1]))
+    assert out.shape == (5, 4) and model.denormalize(out).shape == (5, 2)
+    # targets: (sin, cos) of the heading, degrees clockwise from north; 750 wraps to 30
+    t = heading_targets(np.array([0.0, 90.0, 750.0, np.nan]))
+    assert torch.allclose(t[:3], torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.5, 3 ** 0.5 / 2]]), atol=1e-6)
+    assert torch.isnan(t[3]).all()
+    decoded = model.heading(torch.cat([torch.zeros(3, 2), t[:3]], dim=1))
+    assert decoded.tolist() == pytest.approx([0.0, 90.0, 30.0], abs=1e-4)
+    # loss: coord part exact, heading part only where known
+    pred = torch.zeros(4, 4)
+    batch = {"coords": torch.ones(4, 2), "heading": t}
+    expected = 1.0 + 0.5 * ((t[:3] - 0) ** 2).mean().item()
+    assert stage2_loss(pred, batch).item() == pytest.approx(expected, rel=1e-6)
+    assert stage2_loss(pred[:, :2], batch).item() == pytest.approx(1.0)  # no heading output: coords only

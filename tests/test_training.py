@@ -91,12 +91,14 @@ def test_evaluate_and_predict_commands(trained: Path, synthetic_dataset, tmp_pat
     for key in ("n_images", "region_accuracy", "coord_mse", "mean_error", "median_error", "error_unit"):
         assert key in metrics
     assert metrics["n_images"] == 60 and 0 <= metrics["region_accuracy"] <= 1
+    assert 0 <= metrics["heading_mae"] <= 180  # the synthetic labels carry the camera heading
     assert "region accuracy" in capsys.readouterr().out
     first = sorted(images.iterdir())[0]
     csv_out = tmp_path / "pred.csv"
     assert main(["predict", "--model", str(trained), str(first), "--csv-out", str(csv_out), "--device", "cpu"]) == 0
     rows = pd.read_csv(csv_out)
     assert len(rows) == 1 and rows["region_id"].between(1, 3).all()
+    assert rows["heading"].between(0, 360).all()
 
 
 def test_training_is_reproducible_on_cpu(synthetic_dataset, tmp_path: Path) -> None:

@@ -174,6 +174,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"region accuracy: {metrics['region_accuracy']:.1%}")
     print(f"coordinate MSE: {metrics['coord_mse']:,.1f} (0.5*(MSE_lat+MSE_lon), {unit}^2)")
     print(f"mean error: {metrics['mean_error']:,.1f} {unit}   median error: {metrics['median_error']:,.1f} {unit}")
+    if "heading_mae" in metrics:
+        print(f"camera heading: mean absolute error {metrics['heading_mae']:.1f} degrees "
+              f"(median {metrics['heading_median_error']:.1f})")
     if metrics.get("n_label_outliers"):
         print(f"without the {metrics['n_label_outliers']} photo(s) whose labels lie outside the training bounds "
               f"({', '.join(metrics['label_outliers'][:5])}): coordinate MSE {metrics['coord_mse_inliers']:,.1f}, "
@@ -220,14 +223,16 @@ def run_predict(args: argparse.Namespace) -> int:
             print(f"{r['file']}: ERROR {r['error']}", file=sys.stderr)
         else:
             top = ", ".join(f"{t['region_name']} {t['prob']:.0%}" for t in r["top_k"])
-            print(f"{r['file']}: {r['region_name']} ({top}) lat={r['latitude']:.6f} lon={r['longitude']:.6f}")
+            heading = f" heading={r['heading']:.0f}°" if r.get("heading") is not None else ""
+            print(f"{r['file']}: {r['region_name']} ({top}) lat={r['latitude']:.6f} lon={r['longitude']:.6f}{heading}")
     if args.csv_out:
         with open(args.csv_out, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["file", "region_id", "region_name", "region_prob", "latitude", "longitude", "error"])
+            w.writerow(["file", "region_id", "region_name", "region_prob", "latitude", "longitude", "heading",
+                        "error"])
             for r in results:
                 w.writerow([r["file"], r["region_id"], r["region_name"], r["region_prob"], r["latitude"],
-                            r["longitude"], r["error"] or ""])
+                            r["longitude"], "" if r.get("heading") is None else r["heading"], r["error"] or ""])
     return 1 if failed == len(results) else 0
 
 

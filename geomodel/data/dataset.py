@@ -56,6 +56,11 @@ class GeoDataset(Dataset):
         use_pred = region_input == "predicted" and "pred_Region_ID" in self.df
         self.region_in = (torch.tensor(self.df["pred_Region_ID"].to_numpy(np.int64) - 1) if use_pred
                           else self.regions)
+        self.heading = None
+        if "angle" in self.df and self.df["angle"].notna().any():
+            from geomodel.models.coords import heading_targets
+
+            self.heading = heading_targets(self.df["angle"].to_numpy(np.float64))
         self.coords = None
         if coord_stats is not None:
             z = coord_stats.normalize(self.df[["latitude", "longitude"]].to_numpy(np.float64))
@@ -74,4 +79,6 @@ class GeoDataset(Dataset):
             item["region_in"] = self.region_in[i]
         if self.coords is not None:
             item["coords"] = self.coords[i]
+        if self.heading is not None:
+            item["heading"] = self.heading[i]
         return item

@@ -27,9 +27,9 @@ from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkp
 from geomodel.engine.features import FeatureCache, extract_features
 from geomodel.engine.loop import Stage, cosine_with_warm_restarts, fit, resolve_device, seed_everything
 from geomodel.errors import CheckpointError, DataError
-from geomodel.metrics import coord_metrics, region_metrics
+from geomodel.metrics import angular_error, coord_metrics, region_metrics
 from geomodel.models import model_from_checkpoint
-from geomodel.models.coords import CoordRegressor, coord_loss
+from geomodel.models.coords import CoordRegressor, heading_targets, stage2_loss
 from geomodel.models.region import RegionClassifier
 
 
@@ -327,6 +327,8 @@ def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
     device = resolve_device(cfg.device)
     image_size = prep.data_cfg.image_size
     model_cfg.num_regions = prep.num_regions
+    # the camera heading is learnt too wherever the labels carry it (column `angle`, degrees)
+    model_cfg.predict_heading = "angle" in prep.train and bool(prep.train["angle"].notna().any())
     needs_stage1 = model_cfg.layout == "shared" or (cfg.region_input == "predicted"
                                                     and "pred_Region_ID" not in prep.train)
     region_model, region_ckpt = load_region_model(out_dir, device) if needs_stage1 else (None, None)
@@ -379,8 +381,13 @@ def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
         model.set_feature_stats(f_train.flatten(0, 1))
         r_train = region_inputs(prep.train, prep.train_images, f_train, "train")
         r_val = region_inputs(prep.val, prep.val_images, f_val, "val")
-        train_set: Dataset = _Rows(f_train, coords=z_train, region_in=r_train)
-        val_set: Dataset = _Rows(f_val, coords=z_val, region_in=r_val)
+        extra_train, extra_val = {}, {}
+        if model_cfg.predict_heading:
+            extra_train["heading"] = heading_targets(prep.train["angle"].to_numpy(np.float64))
+            if "angle" in prep.val:
+                extra_val["heading"] = heading_targets(prep.val["angle"].to_numpy(np.float64))
+        train_set: Dataset = _Rows(f_train, coords=z_train, region_in=r_train, **extra_train)
+        val_set: Dataset = _Rows(f_val, coords=z_val, region_in=r_val, **extra_val)
         predict = lambda m, b: m(b["features"], b["region_in"])  # noqa: E731  (m: _HeadOnly-wrapped)
     else:
         r_train = region_inputs(prep.train, prep.train_images, None, "train")
@@ -392,6 +399,7 @@ def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
         predict = lambda m, b: m(b["image"], b["region_in"])  # noqa: E731
 
     true_val = prep.val[["latitude", "longitude"]].to_numpy(np.float64)
+    true_heading = prep.val["angle"].to_numpy(np.float64) if "angle" in prep.val else None
 
     @torch.no_grad()
     def evaluate(m: nn.Module, loader: Iterable) -> dict:
@@ -400,15 +408,21 @@ def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
         for batch in loader:
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
             z = predict(m, batch)
-            loss += coord_loss(z, batch["coords"]).item() * len(z)
+            loss += stage2_loss(z, batch).item() * len(z)
             n += len(z)
             outs.append(z.cpu())
-        pred = stats.denormalize(torch.cat(outs).double().numpy())
+        z = torch.cat(outs)
+        pred = stats.denormalize(z[:, :2].double().numpy())
         cm = coord_metrics(true_val[: len(pred)], pred, prep.data_cfg.frame)
-        return {"loss": loss / max(n, 1), "coord_mse": cm["coord_mse"], "median_error": cm["median_error"],
-                "mean_error": cm["mean_error"]}
+        out = {"loss": loss / max(n, 1), "coord_mse": cm["coord_mse"], "median_error": cm["median_error"],
+               "mean_error": cm["mean_error"]}
+        heading = model.heading(z)
+        if heading is not None and true_heading is not None and np.isfinite(true_heading).any():
+            err = angular_error(true_heading[: len(z)], heading.numpy())
+            out["heading_mae"] = float(np.nanmean(err))
+        return out
 
-    stage = Stage("coords", lambda m, b: coord_loss(predict(m, b), b["coords"]), evaluate, "loss", "min")
+    stage = Stage("coords", lambda m, b: stage2_loss(predict(m, b), b), evaluate, "loss", "min")
     ddp_model = _maybe_ddp(model, device, heads_only=frozen)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr or (1e-3 if frozen else 1e-4))

@@ -2,11 +2,13 @@
 
 Image features (B, D) and a learned embedding of the region (B, E) are
 concatenated; an attention module weights the combined vector; a two-layer head
-maps it to the two normalised coordinates. Normalisation statistics and region
+maps it to the two normalised coordinates (and, when the labels carry the camera
+heading, its sine and cosine). Normalisation statistics and region
 centroids are buffers, so `.to()` and `state_dict()` carry them.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -62,7 +64,7 @@ class CoordRegressor(nn.Module):
         gate = FeatureAttention if cfg.attention == "features" else ScalarGate
         self.attention = gate(dim, cfg.hidden_dim)
         self.head = nn.Sequential(nn.Linear(dim, cfg.hidden_dim), nn.ReLU(), nn.Dropout(cfg.dropout),
-                                  nn.Linear(cfg.hidden_dim, 2))
+                                  nn.Linear(cfg.hidden_dim, 4 if cfg.predict_heading else 2))
         self.register_buffer("feat_mean", torch.zeros(feature_dim))  # head-input standardisation
         self.register_buffer("feat_std", torch.ones(feature_dim))
         self.register_buffer("coord_mean", torch.zeros(2, dtype=torch.float64))
@@ -82,7 +84,7 @@ class CoordRegressor(nn.Module):
         self.feat_std.copy_(std.clamp(min=max(0.1 * std.median().item(), 1e-6)))
 
     def forward_head(self, features: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
-        """(B, D) features and (B,) 0-based regions -> (B, 2) normalised lat/lon."""
+        """(B, D) features and (B,) 0-based regions -> (B, 2) normalised lat/lon (+ sin, cos of the heading)."""
         features = (features - self.feat_mean) / self.feat_std
         z = torch.cat([features, self.embedding(region)], dim=1)
         return self.head(self.attention(z))
@@ -90,8 +92,31 @@ class CoordRegressor(nn.Module):
     def forward(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x), region)
 
-    def denormalize(self, z: torch.Tensor) -> torch.Tensor:  # (B, 2) -> (B, 2) dataset units, float64
-        return z.double() * self.coord_std + self.coord_mean
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:  # (B, 2+) -> (B, 2) dataset units, float64
+        return z[:, :2].double() * self.coord_std + self.coord_mean
+
+    def heading(self, z: torch.Tensor) -> torch.Tensor | None:
+        """(B, 4) head output -> (B,) heading in degrees [0, 360), or None without a heading output."""
+        if z.shape[1] < 4:
+            return None
+        return torch.rad2deg(torch.atan2(z[:, 2].double(), z[:, 3].double())) % 360.0
+
+
+def heading_targets(angles_deg: np.ndarray) -> torch.Tensor:
+    """(N,) headings in degrees (NaN where unknown) -> (N, 2) (sin, cos) targets, NaN rows kept."""
+    rad = torch.deg2rad(torch.as_tensor(angles_deg, dtype=torch.float64) % 360.0)
+    return torch.stack([torch.sin(rad), torch.cos(rad)], dim=1).float()
+
+
+def stage2_loss(pred: torch.Tensor, batch: dict) -> torch.Tensor:
+    """`coord_loss` on lat/lon, plus 0.5 * MSE of (sin, cos) of the heading where it is known."""
+    loss = coord_loss(pred[:, :2], batch["coords"])
+    if pred.shape[1] >= 4 and "heading" in batch:
+        target = batch["heading"]
+        known = ~torch.isnan(target[:, 0])
+        if known.any():
+            loss = loss + 0.5 * nn.functional.mse_loss(pred[known, 2:4], target[known])
+    return loss
 
 
 def coord_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
