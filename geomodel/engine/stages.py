@@ -204,18 +204,23 @@ def _restore(model: nn.Module, model_cfg: ModelConfig, image_size: int, ckpt: di
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
+def _start_stage(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig,
+                 out_dir: str | Path) -> tuple[Path, torch.device, int]:
+    """What every stage does first: make the output folder, seed, resolve the device, size the model."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    model_cfg.num_regions = prep.num_regions
+    return out_dir, resolve_device(cfg.device), prep.data_cfg.image_size
+
+
 # --------------------------------------------------------------------------- stage 1
 
 
 def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *,
                  resume: bool = False, log: Callable[[str], None] = print) -> dict:
     """Train the region classifier; returns its final validation metrics."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    image_size = prep.data_cfg.image_size
-    model_cfg.num_regions = prep.num_regions
+    out_dir, device, image_size = _start_stage(prep, model_cfg, cfg, out_dir)
     model = RegionClassifier(model_cfg, image_size=image_size)
     resumed = _resume_state(out_dir, "region", resume, log)
     if resumed is not None:
@@ -321,12 +326,7 @@ def load_region_model(out_dir: Path, device: torch.device) -> tuple[RegionClassi
 def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | Path, *,
                  resume: bool = False, log: Callable[[str], None] = print) -> dict:
     """Train the region-aware coordinate regressor; returns its final validation metrics."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    image_size = prep.data_cfg.image_size
-    model_cfg.num_regions = prep.num_regions
+    out_dir, device, image_size = _start_stage(prep, model_cfg, cfg, out_dir)
     # the camera heading is learnt too wherever the labels carry it (column `angle`, degrees)
     model_cfg.predict_heading = "angle" in prep.train and bool(prep.train["angle"].notna().any())
     needs_stage1 = model_cfg.layout == "shared" or (cfg.region_input == "predicted"
