@@ -116,3 +116,15 @@ def test_transforms_differ_between_train_and_eval() -> None:
     tr = build_transforms(((0.5,) * 3, (0.25,) * 3), 32, train=True)
     torch.manual_seed(0)
     assert not torch.equal(tr(img), a)
+
+
+def test_outlier_filter_never_removes_a_whole_region() -> None:
+    """A small region at the edge of the campus lies entirely beyond the 1st percentile: it stays."""
+    rows = [{"latitude": 100.0 + i, "longitude": 100.0 + i, "region": 0} for i in range(98)]
+    rows += [{"latitude": 0.0, "longitude": 0.0, "region": 1}, {"latitude": 1.0, "longitude": 0.5, "region": 1}]
+    rows += [{"latitude": 5000.0, "longitude": 100.0, "region": 0}]  # a real outlier in a big region
+    df = pd.DataFrame(rows)
+    stats = CoordStats.fit(df, 2.0, 99.0)
+    kept = drop_outliers(df, stats)
+    assert (kept["region"] == 1).sum() == 2
+    assert kept["latitude"].max() < 5000

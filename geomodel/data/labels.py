@@ -191,8 +191,19 @@ class CoordStats:
 
 
 def drop_outliers(df: pd.DataFrame, stats: CoordStats, csv: str | Path = "training data") -> pd.DataFrame:
-    """Keep rows inside the percentile bounds; an empty result is an error."""
-    out = df.loc[stats.inliers(df)].reset_index(drop=True)
+    """Keep rows inside the percentile bounds; an empty result is an error.
+
+    A region whose every photo lies outside the bounds (a small region at the campus edge)
+    keeps its photos: dropping them all would leave a class the model can never predict.
+    """
+    keep = stats.inliers(df)
+    if "region" in df:
+        regions = df["region"].to_numpy()
+        for region in np.unique(regions):
+            sel = regions == region
+            if not keep[sel].any():
+                keep = keep | sel
+    out = df.loc[keep].reset_index(drop=True)
     if out.empty:
         raise DataError(f"{csv}: no rows left after dropping coordinate outliers "
                         f"(bounds lat {stats.low[0]:g}..{stats.high[0]:g}, lon {stats.low[1]:g}..{stats.high[1]:g})")
