@@ -23,10 +23,11 @@ from PIL import Image
 
 from demo.maps import MapPoint
 
-TABLE_HEADERS = ("File", "Region", "Probability", "Top-k regions", "Latitude", "Longitude",
+TABLE_HEADERS = ("File", "Region", "Probability", "Top-k regions", "Latitude", "Longitude", "Heading (°)",
                  "GPS latitude", "GPS longitude", "Error", "Problem")
-CSV_FIELDS = ("file", "region_id", "region_name", "region_prob", "top_k", "latitude", "longitude",
+CSV_FIELDS = ("file", "region_id", "region_name", "region_prob", "top_k", "latitude", "longitude", "heading",
               "gps_latitude", "gps_longitude", "gps_error", "error")
+_GPS_COLUMNS = slice(7, 10)  # "GPS latitude" .. "Error" in TABLE_HEADERS
 _GPS_IFD = 0x8825
 _GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON = 1, 2, 3, 4
 
@@ -39,7 +40,8 @@ def top_k_text(top_k: Sequence[dict]) -> str:
 def results_table(rows: Sequence[dict], error_unit: str = "", *, gps: bool = True) -> pd.DataFrame:
     """One table row per photo, failed photos included with their reason under "Problem".
 
-    `gps=False` (planar models, which never read EXIF GPS) leaves out the three GPS columns.
+    `gps=False` (planar models, which never read EXIF GPS) leaves out the three GPS columns;
+    the heading column is left out when the model does not predict the camera heading.
     """
     headers = list(TABLE_HEADERS)
     headers[TABLE_HEADERS.index("Error")] = f"Error ({error_unit})" if error_unit else "Error"
@@ -53,13 +55,16 @@ def results_table(rows: Sequence[dict], error_unit: str = "", *, gps: bool = Tru
             top_k_text(r.get("top_k") or []),
             _round(r.get("latitude"), 6),
             _round(r.get("longitude"), 6),
+            _round(r.get("heading"), 0),
             _round(r.get("gps_latitude"), 6),
             _round(r.get("gps_longitude"), 6),
             _round(r.get("gps_error"), 1),
             "" if ok else r["error"],
         ])
     df = pd.DataFrame(data, columns=headers)
-    return df if gps else df.drop(columns=headers[6:9])
+    if not any(r.get("heading") is not None for r in rows):
+        df = df.drop(columns=["Heading (°)"])
+    return df if gps else df.drop(columns=headers[_GPS_COLUMNS])
 
 
 def to_csv(rows: Sequence[dict]) -> str:

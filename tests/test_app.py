@@ -432,3 +432,18 @@ def test_load_test_script_passes_with_a_small_load():
     assert result["ok"] == 4 and result["failed"] == 0 and result["server_alive"] is True
     assert result["bad_files_reported"] > 0 and result["photos_predicted"] == 12
     assert result["p95_s"] >= result["p50_s"] > 0 and result["server_peak_rss_mb"] > 0
+
+
+def test_results_table_shows_the_heading_only_when_the_model_predicts_it() -> None:
+    from demo.results import results_table, to_csv
+
+    row = {"file": "a.jpg", "region_name": "North", "region_prob": 0.9, "top_k": [], "latitude": 1.0,
+           "longitude": 2.0, "error": None}
+    without = results_table([{**row, "heading": None}], gps=False)
+    assert "Heading (°)" not in without.columns
+    with_heading = results_table([{**row, "heading": 271.6}], gps=False)
+    assert with_heading["Heading (°)"].tolist() == [272.0]
+    assert list(with_heading.columns[:7]) == ["File", "Region", "Probability", "Top-k regions", "Latitude",
+                                              "Longitude", "Heading (°)"]
+    assert "GPS latitude" not in with_heading.columns and "Problem" in with_heading.columns
+    assert "heading" in to_csv([{**row, "heading": 271.6}]).splitlines()[0].split(",")
