@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
+import subprocess
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,3 +50,38 @@ def photos(n: int, workdir: Path) -> tuple[list[Path], str]:
     names = pd.read_csv(csv)["filename"].tolist()
     paths = [csv.parent / "images" / f for f in names]
     return [paths[i % len(paths)] for i in range(n)], "synthetic (no campus photos found)"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def status_kb(pid: int, key: str) -> int | None:
+    """A `/proc/PID/status` field in kB (`VmRSS` now, `VmHWM` peak); None where unavailable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float, poll: float = 0.2) -> None:
+    """Wait until the Gradio app at `url` answers, failing early if its process exits."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the app exited with code {proc.returncode} before serving")
+        try:
+            if httpx.get(url + "/gradio_api/info", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(poll)
+    raise RuntimeError(f"the app did not answer within {timeout:.0f} s")

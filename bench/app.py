@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shlex
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import machine, photos  # noqa: E402
+from bench import free_port, machine, photos, status_kb, wait_ready  # noqa: E402
 
 # Runs in a fresh interpreter: argv[1] = JSON list of app flags, argv[2] = JSON list of photo paths.
 _COLD = r"""
@@ -85,36 +84,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _status_mb(pid: int, key: str) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the app exited with code {proc.returncode} before serving")
-        try:
-            if httpx.get(url + "/gradio_api/info", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the app did not answer within {timeout:.0f} s")
+def _mb(kb: int | None) -> float | None:
+    return None if kb is None else round(kb / 1024, 1)
 
 
 def _call(client, files: list[Path]) -> float:
@@ -149,7 +120,7 @@ def main(args: argparse.Namespace) -> dict:
             raise SystemExit(f"cold-start measurement failed:\n{cold.stderr[-3000:]}")
         cold_s = {k: round(v, 3) for k, v in json.loads(cold.stdout.strip().splitlines()[-1]).items()}
 
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         with open(tmp / "server.log", "w") as log:
             start = time.perf_counter()
@@ -157,16 +128,16 @@ def main(args: argparse.Namespace) -> dict:
                                     cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
                 try:
-                    _wait_ready(url, proc, args.startup_timeout)
+                    wait_ready(url, proc, args.startup_timeout, poll=0.1)
                 except RuntimeError as exc:
                     raise SystemExit(f"{exc}\n{(tmp / 'server.log').read_text()[-3000:]}") from None
                 ready_s = time.perf_counter() - start
-                idle_mb = _status_mb(proc.pid, "VmRSS")
+                idle_mb = _mb(status_kb(proc.pid, "VmRSS"))
                 client = Client(url, verbose=False, download_files=False)
                 _call(client, singles[:1])  # warm-up: first request sets up the queue and kernels
                 one = sorted(_call(client, [p]) for p in singles)
                 multi_s = _call(client, multi)
-                peak_mb = _status_mb(proc.pid, "VmHWM")
+                peak_mb = _mb(status_kb(proc.pid, "VmHWM"))
             finally:
                 proc.terminate()
                 try:

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench import free_port, status_kb, wait_ready  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -43,38 +44,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for the app")
     p.add_argument("--seed", type=int, default=0)
     return p
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _status_kb(pid: int, key: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the app exited with code {proc.returncode} before serving")
-        try:
-            if httpx.get(url + "/gradio_api/info", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the app did not answer within {timeout:.0f} s")
 
 
 def _bad_files(folder: Path, example: Path) -> list[Path]:
@@ -115,7 +84,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.photo_px:
         examples = _resized(examples, args.photo_px, work)
     bad = _bad_files(work, examples[0])
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     log = open(work / "server.log", "w")
@@ -126,7 +95,7 @@ def run(args: argparse.Namespace) -> dict:
 
     def sample() -> None:
         while not stop.is_set():
-            kb = _status_kb(proc.pid, "VmRSS")
+            kb = status_kb(proc.pid, "VmRSS")
             if kb:
                 rss_samples.append(kb)
             stop.wait(0.2)
@@ -169,11 +138,11 @@ def run(args: argparse.Namespace) -> dict:
     wall, alive, peak, idle_rss = 0.0, False, None, None
     try:
         try:
-            _wait_ready(url, proc, args.startup_timeout)
+            wait_ready(url, proc, args.startup_timeout, poll=0.5)
         except RuntimeError as exc:
             failures.append(f"start-up: {exc}; log: {work / 'server.log'}")
             return _result(args, latencies, failures, counts, wall, idle_rss, peak, alive)
-        idle_rss = _status_kb(proc.pid, "VmRSS")
+        idle_rss = status_kb(proc.pid, "VmRSS")
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         t0 = time.perf_counter()
@@ -184,7 +153,7 @@ def run(args: argparse.Namespace) -> dict:
             t.join()
         wall = time.perf_counter() - t0
         alive = proc.poll() is None
-        peak = _status_kb(proc.pid, "VmHWM") if alive else None
+        peak = status_kb(proc.pid, "VmHWM") if alive else None
     finally:
         stop.set()
         proc.terminate()

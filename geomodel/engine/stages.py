@@ -23,7 +23,7 @@ from geomodel.data.labels import (CoordStats, apply_exclusions, drop_outliers, r
                                   stratified_split)
 from geomodel.data.transforms import build_transforms
 from geomodel.engine import distributed as dist
-from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint, unwrap_model
+from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
 from geomodel.engine.features import FeatureCache, extract_features
 from geomodel.engine.loop import Stage, cosine_with_warm_restarts, fit, resolve_device, seed_everything
 from geomodel.errors import CheckpointError, DataError
