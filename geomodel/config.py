@@ -109,10 +109,9 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     amp: bool = False  # bf16/fp16 autocast on CUDA
-    checkpoint_every: int = 1  # epochs between resumable "last" checkpoints
 
     def __post_init__(self) -> None:
-        _check_positive(self, "epochs", "batch_size", "patience", "checkpoint_every")
+        _check_positive(self, "epochs", "batch_size", "patience")
         if self.aug_views < 0:
             raise ValueError(f"aug_views must be >= 0, got {self.aug_views}")
         _check_choice("region_input", self.region_input, REGION_INPUTS)
