@@ -93,6 +93,10 @@ class maybe_init_process_group:
             self.started = True
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         if self.started and is_enabled():
+            if exc_type is None:
+                # Every rank reaches the end before any tears the group down: a rank destroying
+                # it while another still talks to it aborted that rank ("terminate called ...").
+                tdist.barrier()
             tdist.destroy_process_group()

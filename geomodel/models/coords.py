@@ -104,7 +104,7 @@ class CoordRegressor(nn.Module):
 
 def heading_targets(angles_deg: np.ndarray) -> torch.Tensor:
     """(N,) headings in degrees (NaN where unknown) -> (N, 2) (sin, cos) targets, NaN rows kept."""
-    rad = torch.deg2rad(torch.as_tensor(angles_deg, dtype=torch.float64) % 360.0)
+    rad = torch.deg2rad(torch.tensor(np.asarray(angles_deg, dtype=np.float64)) % 360.0)
     return torch.stack([torch.sin(rad), torch.cos(rad)], dim=1).float()
 
 
