@@ -193,11 +193,12 @@ class CoordStats:
 def drop_outliers(df: pd.DataFrame, stats: CoordStats, csv: str | Path = "training data") -> pd.DataFrame:
     """Keep rows inside the percentile bounds; an empty result is an error.
 
-    A region whose every photo lies outside the bounds (a small region at the campus edge)
-    keeps its photos: dropping them all would leave a class the model can never predict.
+    A region whose every photo lies outside the bounds while other regions keep theirs (a small
+    region at the campus edge) keeps its photos: dropping them all would leave a class the model
+    can never predict.
     """
     keep = stats.inliers(df)
-    if "region" in df:
+    if "region" in df and keep.any():  # (nothing left at all is an error, below)
         regions = df["region"].to_numpy()
         for region in np.unique(regions):
             sel = regions == region
