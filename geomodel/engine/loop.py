@@ -143,11 +143,15 @@ def write_history(path: Path, history: list[dict]) -> None:
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write
         stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(history)
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C mid-write included: the old file stays, the partial one goes
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def fit(model: nn.Module, stage: Stage, train_loader_for_epoch: Callable[[int], Iterable], val_loader: Iterable,

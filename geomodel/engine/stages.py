@@ -171,8 +171,12 @@ def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | Non
 def _write_json(path: Path, obj: dict) -> None:
     if dist.is_main():
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2, default=str))
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps(obj, indent=2, default=str))
+            tmp.replace(path)
+        except BaseException:  # Ctrl-C mid-write included: no half-written file is left behind
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def _resume_state(out_dir: Path, name: str, resume: bool, log: Callable) -> dict | None:
