@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import math
 import os
 import random
 import signal
@@ -232,10 +231,6 @@ def fit(model: nn.Module, stage: Stage, train_loader_for_epoch: Callable[[int], 
 
 def cosine_with_warm_restarts(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=5)
-
-
-def finite_or_none(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
 def install_sigterm_as_interrupt() -> None:
