@@ -116,12 +116,12 @@ class Predictor:
             image_size=r["image_size"], train_size=r["train_size"],
             metrics={"region": r.get("metrics", {}), "coords": c.get("metrics", {})}, model_dir=self.model_dir)
 
-    @torch.inference_mode()
     def predict_tensors(self, images: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
         """RGB PIL images -> (probabilities (B, R), lat/lon (B, 2) float64 in dataset units)."""
         probs, latlon, _ = self._infer(images)
         return probs, latlon
 
+    @torch.inference_mode()
     def _infer(self, images: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """`predict_tensors` plus the heading in degrees (B,) when stage 2 learnt it, else None."""
         feats = self._trunk(self.region_model, [self._tf_region(im) for im in images])

@@ -143,3 +143,13 @@ def test_coordinates_over_top_k_regions_are_probability_weighted(trained: Path) 
     assert torch.allclose(ll3[0], expected, rtol=1e-6)
     with pytest.raises(ValueError):
         Predictor.from_dir(trained, device="cpu", coord_regions=0)
+
+
+def test_predictions_run_without_autograd(trained: Path) -> None:
+    """Every path through the Predictor runs under inference mode: no graph is built per photo."""
+    predictor = Predictor.from_dir(trained, device="cpu")
+    img = Image.new("RGB", (32, 32), (10, 20, 30))
+    probs, latlon, _ = predictor._infer([img])
+    assert probs.is_inference() and latlon.is_inference()
+    probs, latlon = predictor.predict_tensors([img])
+    assert not probs.requires_grad and probs.is_inference()
