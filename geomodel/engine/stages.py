@@ -25,7 +25,8 @@ from geomodel.data.transforms import build_transforms
 from geomodel.engine import distributed as dist
 from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
 from geomodel.engine.features import FeatureCache, extract_features
-from geomodel.engine.loop import Stage, cosine_with_warm_restarts, fit, resolve_device, seed_everything
+from geomodel.engine.loop import (Stage, cosine_with_warm_restarts, fit, resolve_device, seed_everything,
+                                  to_device)
 from geomodel.errors import CheckpointError, DataError
 from geomodel.metrics import angular_error, coord_metrics, region_metrics
 from geomodel.models import model_from_checkpoint
@@ -260,7 +261,7 @@ def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
         m.eval()
         preds, trues, loss = [], [], 0.0
         for batch in loader:
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = to_device(batch, device)
             logits = logits_of(m, batch)
             loss += criterion(logits, batch["region"]).item() * len(logits)
             preds.append(logits.argmax(1).cpu())
@@ -410,7 +411,7 @@ def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
         m.eval()
         outs, loss, n = [], 0.0, 0
         for batch in loader:
-            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            batch = to_device(batch, device)
             z = predict(m, batch)
             loss += stage2_loss(z, batch).item() * len(z)
             n += len(z)
