@@ -71,8 +71,8 @@ def _predict_chunk(predictor: Predictor, paths: list[Path], *, top_k: int, max_b
 
 
 def _failed(path: Path, reason: str) -> dict:
-    return {"file": path.name, "region_id": None, "region_name": None, "region_prob": None, "top_k": [],
-            "latitude": None, "longitude": None, "error": reason, "gps_latitude": None, "gps_longitude": None,
+    """The Predictor's failure row (one shape for both), plus the app's own columns."""
+    return {**Predictor._failed(path.name, reason), "gps_latitude": None, "gps_longitude": None,
             "gps_error": None, "thumbnail": None}
 
 
