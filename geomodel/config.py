@@ -75,6 +75,13 @@ class ModelConfig:
     dropout: float = 0.2
     layout: str = "shared"  # coords: "shared" reuses stage 1's trunk, "separate" has its own
     predict_heading: bool = False  # coords: also regress the camera heading as (sin, cos); set from the CSV
+    # region: match local descriptors of these feature layers against every training photo
+    # (geomodel.models.matching) and fuse with the head; [] = head only. Must be among feature_layers.
+    match_layers: list[str] = field(default_factory=list)
+    match_weight: float = 0.7  # share of the matching probabilities in the fused region probabilities
+    match_dim: int = 64  # PCA-whitened descriptor size
+    match_temperature: float = 0.02  # softmax temperature over the regions' best cosine similarities
+    match_mode: str = "region"  # "region": each descriptor's best match in the region; "photo": best photo
 
     def __post_init__(self) -> None:
         _check_choice("kind", self.kind, ("region", "coords"))
@@ -87,6 +94,15 @@ class ModelConfig:
             raise ValueError("feature_layers must name at least one layer (e.g. ['head'])")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        self.match_layers = [str(layer) for layer in self.match_layers]
+        unknown = [layer for layer in self.match_layers if layer not in self.feature_layers]
+        if unknown:
+            raise ValueError(f"match_layers {unknown} are not among feature_layers {self.feature_layers}: "
+                             "matching reuses the maps the trunk already computes")
+        if not 0 <= self.match_weight <= 1:
+            raise ValueError(f"match_weight must be in [0, 1], got {self.match_weight}")
+        _check_positive(self, "match_dim", "match_temperature")
+        _check_choice("match_mode", self.match_mode, ("region", "photo"))
 
 
 @dataclass

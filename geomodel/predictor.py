@@ -124,10 +124,10 @@ class Predictor:
     @torch.inference_mode()
     def _infer(self, images: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """`predict_tensors` plus the heading in degrees (B,) when stage 2 learnt it, else None."""
-        feats = self._trunk(self.region_model, [self._tf_region(im) for im in images])
-        probs = self.region_model.forward_head(feats).float().softmax(1)
+        feats, maps = self._trunk(self.region_model, [self._tf_region(im) for im in images], maps=True)
+        probs = self.region_model.probabilities(feats, maps)  # head, fused with matching when it has a gallery
         if not self.shared:
-            feats = self._trunk(self.coords_model, [self._tf_coords(im) for im in images])
+            feats, _ = self._trunk(self.coords_model, [self._tf_coords(im) for im in images])
         top_p, top_i = probs.topk(min(self.coord_regions, probs.shape[1]), dim=1)
         weights = top_p / top_p.sum(dim=1, keepdim=True)  # (B, K)
         z = sum(weights[:, j:j + 1] * self.coords_model.forward_head(feats, top_i[:, j]).float()
@@ -135,12 +135,19 @@ class Predictor:
         heading = self.coords_model.heading(z)
         return probs.cpu(), self.coords_model.denormalize(z).cpu(), None if heading is None else heading.cpu()
 
-    def _trunk(self, model: torch.nn.Module, tensors: list[torch.Tensor]) -> torch.Tensor:
-        """(B, D) float32 features of transformed images; heads always run in float32."""
+    def _trunk(self, model: torch.nn.Module, tensors: list[torch.Tensor], *,
+               maps: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(B, D) float32 features of transformed images, and (`maps`) the matched layers' maps.
+
+        Heads and matching always run in float32.
+        """
         x = torch.stack(tensors).to(self.device)
         x = x.contiguous(memory_format=torch.channels_last) if self.device.type == "cpu" else x
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            return model.forward_features(x).float()
+            if maps:
+                feats, layer_maps = model.forward_features_and_maps(x)
+                return feats.float(), [m.float() for m in layer_maps]
+            return model.forward_features(x).float(), []
 
     def predict(self, images: ImageInput | Iterable[ImageInput], top_k: int = 3, batch_size: int | None = None,
                 progress: bool = False) -> list[dict]:

@@ -134,7 +134,7 @@ def test_coordinates_over_top_k_regions_are_probability_weighted(trained: Path) 
     probs3, ll3 = three.predict_tensors([img])
     assert torch.equal(probs, probs3)
     m = one.coords_model
-    feats = one._trunk(one.region_model, [one._tf_region(img)])
+    feats, _ = one._trunk(one.region_model, [one._tf_region(img)])
     with torch.inference_mode():
         per_region = torch.stack([m.denormalize(m.forward_head(feats, torch.tensor([r])).float())[0]
                                   for r in range(3)])  # (3, 2)

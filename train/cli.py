@@ -39,6 +39,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pool", choices=("avg", "gem"), default="avg", help="backbone pooling")
     g.add_argument("--feature-layers", default="head",
                    help="EfficientNet-Lite layers to pool and concatenate, e.g. 14,15,head (mid-level + final)")
+    g.add_argument("--match-layers", default="",
+                   help="region stage: also match these feature layers' local descriptors against every "
+                        "training photo and fuse with the head, e.g. 14,head (must be among --feature-layers)")
+    g.add_argument("--match-weight", type=float, default=0.7,
+                   help="share of local matching in the fused region probabilities (with --match-layers)")
+    g.add_argument("--match-mode", choices=("region", "photo"), default="region",
+                   help="local matching: a query descriptor's best match among all of a region's photos, "
+                        "or the region's single best-matching photo")
     g.add_argument("--layout", choices=("shared", "separate"), default="shared",
                    help="shared: stage 2 reuses stage 1's trunk (one backbone pass per photo)")
     g.add_argument("--attention", choices=("features", "scalar"), default="features",
@@ -117,7 +125,9 @@ def _configs(args: argparse.Namespace):
                  cache_dir=str(args.cache_dir) if args.cache_dir else None, aug_views=args.aug_views,
                  region_input=args.region_input, seed=args.seed, device=args.device, num_workers=args.num_workers,
                  amp=args.amp)
-    region = (ModelConfig(kind="region", **model), TrainConfig(**train))
+    matching = dict(match_layers=[x.strip() for x in args.match_layers.split(",") if x.strip()],
+                    match_weight=args.match_weight, match_mode=args.match_mode)
+    region = (ModelConfig(kind="region", **model, **matching), TrainConfig(**train))
     coords_train = {**train, "epochs": args.coords_epochs or args.epochs}
     coords = (ModelConfig(kind="coords", **model), TrainConfig(**coords_train))
     return data, region, coords

@@ -9,10 +9,11 @@ PRESETS: dict[str, dict] = {
     "original": dict(backbone="resnet101", layout="separate", attention="scalar", epochs=30, lr=None),
     # Offline, small collections, 2-core CPU (measured on the real campus photos; see README):
     # frozen EfficientNet-Lite0 at 256 px shared by both stages, GeM-pooled mid-level + final
-    # layers, 4 cached augmented views per photo, heads trained on cached features.
+    # layers, 4 cached augmented views per photo, heads trained on cached features, and the
+    # region head fused with local-descriptor matching (blocks 14 and head) against every training photo.
     "cpu-small": dict(backbone="efficientnet_lite0", layout="shared", freeze_backbone=True, image_size=256,
                       feature_layers="14,15,head", pool="gem", aug_views=4, epochs=60, coords_epochs=150,
-                      patience=15, lr=None),
+                      patience=15, lr=None, match_layers="14,head"),
 }
 
 

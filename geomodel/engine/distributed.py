@@ -1,6 +1,7 @@
 """Helpers that work with and without torch.distributed (torchrun)."""
 from __future__ import annotations
 
+import gc
 import os
 
 import torch
@@ -95,6 +96,10 @@ class maybe_init_process_group:
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
         if self.started and is_enabled():
+            # Free what still refers to the group (DDP reducers and their pending gloo work sit in
+            # reference cycles) while it is alive: freed during interpreter shutdown instead, gloo's
+            # threads can abort the process after all the work was saved.
+            gc.collect()
             if exc_type is None:
                 # Every rank reaches the end before any tears the group down: a rank destroying
                 # it while another still talks to it aborted that rank ("terminate called ...").

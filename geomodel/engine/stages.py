@@ -19,12 +19,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from geomodel.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from geomodel.data.dataset import GeoDataset, check_images
+from geomodel.data.images import load_image
 from geomodel.data.labels import (CoordStats, apply_exclusions, drop_outliers, read_labels, region_centroids,
                                   stratified_split)
 from geomodel.data.transforms import build_transforms
 from geomodel.engine import distributed as dist
 from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
 from geomodel.engine.features import FeatureCache, extract_features
+from geomodel.engine.gallery import fit_matcher
 from geomodel.engine.loop import (Stage, cosine_with_warm_restarts, fit, resolve_device, seed_everything,
                                   to_device)
 from geomodel.errors import CheckpointError, DataError
@@ -279,9 +281,51 @@ def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
     describe = dict(kind="region", model_config=to_dict(model_cfg), data_config=to_dict(prep.data_cfg),
                     image_size=image_size, norm=norm, frame=prep.data_cfg.frame, region_names=prep.region_names,
                     train_size=len(prep.train), omit_pretrained_trunk=frozen and model_cfg.pretrained)
-    return _run_stage(model, ddp_model, stage, train_set, val_set, optimizer=optimizer, scheduler=scheduler,
-                      cfg=cfg, prep=prep, model_cfg=model_cfg, out_dir=out_dir, describe=describe, resumed=resumed,
-                      device=device, log=log)
+    final = _run_stage(model, ddp_model, stage, train_set, val_set, optimizer=optimizer, scheduler=scheduler,
+                       cfg=cfg, prep=prep, model_cfg=model_cfg, out_dir=out_dir, describe=describe, resumed=resumed,
+                       device=device, log=log)
+    if model_cfg.match_layers:
+        if dist.is_main():
+            final = _add_gallery(prep, cfg, out_dir, device, describe, final, log)
+        dist.barrier()
+    return final
+
+
+def _add_gallery(prep: Prepared, cfg: TrainConfig, out_dir: Path, device: torch.device, describe: dict,
+                 final: dict, log: Callable[[str], None]) -> dict:
+    """Give the best region model its matching gallery and report the fused validation accuracy.
+
+    The head's training picked the epoch; matching has nothing to train, so it joins afterwards.
+    The validation photos are scored against the training photos only, then join the gallery
+    themselves: with tens of photos per region every labelled photo is worth keeping.
+    """
+    model, ckpt = load_region_model(out_dir, device)
+    transform = build_transforms((model.backbone.mean, model.backbone.std), ckpt["image_size"], train=False)
+    n = len(prep.train)
+    regions = torch.tensor(np.concatenate([prep.train["region"].to_numpy(np.int64),
+                                           prep.val["region"].to_numpy(np.int64)]))
+    fit_matcher(model, _paths(prep.train, prep.train_images) + _paths(prep.val, prep.val_images), regions,
+                transform, device=device, batch_size=cfg.batch_size, whitening_photos=min(512, n))
+    everything = model.matcher.galleries()
+    model.matcher.set_gallery([g[:n] for g in everything], regions[:n])
+    fused = []
+    with torch.inference_mode():
+        for start in range(0, len(prep.val), cfg.batch_size):
+            rows = prep.val.iloc[start:start + cfg.batch_size]
+            x = torch.stack([transform(load_image(p)) for p in _paths(rows, prep.val_images)]).to(device)
+            fused.append(model.probabilities(*model.forward_features_and_maps(x)).argmax(1).cpu())
+    model.matcher.set_gallery(everything, regions)
+    metrics = region_metrics(prep.val["region"].to_numpy(np.int64), torch.cat(fused).numpy(), prep.num_regions)
+    head_accuracy = ckpt.get("metrics", {}).get("accuracy", final.get("val_accuracy"))
+    best = {**ckpt.get("metrics", {}), "accuracy": metrics["region_accuracy"], "head_accuracy": head_accuracy,
+            "per_region_accuracy": metrics["per_region_accuracy"], "gallery_size": len(regions)}
+    final = {**final, "val_accuracy": best["accuracy"], "val_head_accuracy": head_accuracy,
+             "gallery_size": len(regions)}
+    log(f"[region] local matching: validation accuracy {head_accuracy:.3f} (head) -> {best['accuracy']:.3f} "
+        f"(head + matching against the {n} training photos); gallery: {len(regions)} photos")
+    atomic_save(make_checkpoint(model, **describe, metrics=best), out_dir / "region.pt")
+    _write_json(out_dir / "region_metrics.json", final)
+    return final
 
 
 def _run_stage(model: nn.Module, ddp_model: nn.Module, stage: Stage, train_set: Dataset, val_set: Dataset, *,

@@ -56,7 +56,9 @@ class Backbone(nn.Module):
         return self.pool(maps) if self.pool is not None else maps.mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> (B, out_dim)
-        maps = self.forward_maps(x)
+        return self.pool_maps(self.forward_maps(x))
+
+    def pool_maps(self, maps: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:  # -> (B, out_dim)
         if isinstance(maps, (list, tuple)):
             return torch.cat([F.normalize(self._pool(m), dim=1) for m in maps], dim=1)
         if maps.dim() == 2:  # already pooled (ViT class token)

@@ -6,6 +6,7 @@ from torch import nn
 
 from geomodel.config import ModelConfig
 from geomodel.models.backbones import Backbone, build_backbone
+from geomodel.models.matching import LocalMatcher
 
 
 class RegionClassifier(nn.Module):
@@ -27,6 +28,11 @@ class RegionClassifier(nn.Module):
                                       nn.Dropout(cfg.dropout), nn.Linear(cfg.head_hidden, cfg.num_regions))
         else:
             self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, cfg.num_regions))
+        # Optional: local-descriptor matching against the training photos, fused with the head.
+        self.matcher = (LocalMatcher(len(cfg.match_layers), cfg.num_regions, dim=cfg.match_dim,
+                                     temperature=cfg.match_temperature, mode=cfg.match_mode)
+                        if cfg.match_layers else None)
+        self._match_index = [cfg.feature_layers.index(layer) for layer in cfg.match_layers]
 
     @property
     def feature_dim(self) -> int:
@@ -34,6 +40,22 @@ class RegionClassifier(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> (B, D)
         return self.backbone(x)
+
+    def forward_features_and_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One trunk pass: pooled features (B, D) and the maps of the matched layers [(B, C, h, w), ...]."""
+        maps = self.backbone.forward_maps(x)
+        layers = maps if isinstance(maps, (list, tuple)) else [maps]
+        if self._match_index and layers[0].dim() != 4:
+            raise ValueError(f"local matching needs convolutional feature maps; {self.cfg.backbone} has none")
+        return self.backbone.pool_maps(maps), [layers[i] for i in self._match_index]
+
+    def probabilities(self, features: torch.Tensor, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, R) region probabilities: the head's, fused with local matching when it has a gallery."""
+        probs = self.forward_head(features).float().softmax(dim=1)
+        if self.matcher is None or not self.matcher.ready or not maps:
+            return probs
+        w = self.cfg.match_weight
+        return (1 - w) * probs + w * self.matcher([m.float() for m in maps])
 
     def set_feature_stats(self, features: torch.Tensor) -> None:
         """Standardise head inputs with these (N, D) training features' mean and std."""
