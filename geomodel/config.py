@@ -82,6 +82,7 @@ class ModelConfig:
     match_dim: int = 64  # PCA-whitened descriptor size
     match_temperature: float = 0.02  # softmax temperature over the regions' best cosine similarities
     match_mode: str = "region"  # "region": each descriptor's best match in the region; "photo": best photo
+    match_zoom: float = 0.7  # the gallery also holds each photo's central share as a closer view (1: none)
 
     def __post_init__(self) -> None:
         _check_choice("kind", self.kind, ("region", "coords"))
@@ -103,6 +104,8 @@ class ModelConfig:
             raise ValueError(f"match_weight must be in [0, 1], got {self.match_weight}")
         _check_positive(self, "match_dim", "match_temperature")
         _check_choice("match_mode", self.match_mode, ("region", "photo"))
+        if not 0 < self.match_zoom <= 1:
+            raise ValueError(f"match_zoom must be in (0, 1], got {self.match_zoom}")
 
 
 @dataclass

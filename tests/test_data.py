@@ -128,3 +128,20 @@ def test_outlier_filter_never_removes_a_whole_region() -> None:
     kept = drop_outliers(df, stats)
     assert (kept["region"] == 1).sum() == 2
     assert kept["latitude"].max() < 5000
+
+
+def test_zoomed_transform_keeps_the_centre() -> None:
+    """zoom=0.5 of a photo whose middle 60 % is red and border blue gives an all-red view."""
+    from PIL import Image
+
+    from geomodel.data.transforms import build_transforms
+
+    img = Image.new("RGB", (40, 40), (0, 0, 255))
+    img.paste((255, 0, 0), (8, 8, 32, 32))
+    stats = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    x = build_transforms(stats, 16, train=False, zoom=0.5)(img)
+    assert x.shape == (3, 16, 16) and x[0].min() > 0.9 and x[2].max() < 0.1
+    plain = build_transforms(stats, 16, train=False)(img)
+    assert plain[2, 0, 0] > 0.9  # the border is still there without zoom
+    with pytest.raises(ValueError, match="zoom"):
+        build_transforms(stats, 16, train=False, zoom=0)

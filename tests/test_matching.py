@@ -116,7 +116,7 @@ def test_fit_with_matching_stores_a_gallery_the_predictor_uses(synthetic_dataset
     sizes = json.loads((out / "region_metrics.json").read_text())
     n = sizes["train_size"] + sizes["val_size"]  # every labelled photo: training and validation
     assert ckpt["metrics"]["gallery_size"] == n == sizes["gallery_size"]
-    assert ckpt["state_dict"]["matcher.gallery_0"].shape[:2] == (n, 2)
+    assert ckpt["state_dict"]["matcher.gallery_0"].shape[:2] == (n, 4)  # plain, zoomed, and their mirrors
     assert {"accuracy", "head_accuracy"} <= set(ckpt["metrics"])
 
     predictor = Predictor.from_dir(out, device="cpu")

@@ -11,23 +11,30 @@ from geomodel.data.images import load_image
 from geomodel.models.region import RegionClassifier
 
 
-def _batches(model: RegionClassifier, paths: Sequence[Path], transform: Callable, device: torch.device,
+def _batches(model: RegionClassifier, paths: Sequence[Path], transforms: Sequence[Callable], device: torch.device,
              batch_size: int, desc: str) -> Iterator[list[torch.Tensor]]:
-    """Per batch, the matched layers' maps of each photo and its mirror image: [(b, 2, C, h, w), ...]."""
+    """Per batch, the matched layers' maps of each view of each photo: [(b, V, C, h, w), ...].
+
+    Views: every transform's output and its mirror image (the same place seen mirrored).
+    """
     for start in tqdm(range(0, len(paths), batch_size), desc=desc, leave=False, disable=None):
-        x = torch.stack([transform(load_image(p)) for p in paths[start:start + batch_size]]).to(device)
-        _, plain = model.forward_features_and_maps(x)
-        _, mirror = model.forward_features_and_maps(x.flip(-1))  # the same place seen mirrored
-        yield [torch.stack([a, b], dim=1).to(torch.float16) for a, b in zip(plain, mirror)]
+        images = [load_image(p) for p in paths[start:start + batch_size]]
+        views = []
+        for transform in transforms:
+            x = torch.stack([transform(im) for im in images]).to(device)
+            views += [model.forward_features_and_maps(x)[1], model.forward_features_and_maps(x.flip(-1))[1]]
+        yield [torch.stack(layer, dim=1).to(torch.float16) for layer in zip(*views)]
 
 
 @torch.no_grad()
-def fit_matcher(model: RegionClassifier, paths: Sequence[Path], regions: torch.Tensor, transform: Callable, *,
+def fit_matcher(model: RegionClassifier, paths: Sequence[Path], regions: torch.Tensor,
+                transforms: Sequence[Callable], *,
                 device: torch.device, batch_size: int = 16, whitening_photos: int = 512,
                 desc: str = "matching gallery") -> None:
-    """Fill `model.matcher` with every training photo (2 views each).
+    """Fill `model.matcher` with every photo: each transform's view and its mirror image.
 
-    Whitening is fitted on the first `whitening_photos` photos; their raw maps are kept only
+    `transforms[0]` must be the plain evaluation transform. Whitening is fitted on the plain
+    views of the first `whitening_photos` photos; their raw maps are kept only
     until then, so memory holds the compact gallery, not every photo's raw maps.
     """
     matcher = model.matcher
@@ -37,11 +44,11 @@ def fit_matcher(model: RegionClassifier, paths: Sequence[Path], regions: torch.T
     model.eval()
     paths = list(paths)
     head = paths[:whitening_photos]
-    raw = [torch.cat(parts) for parts in zip(*_batches(model, head, transform, device, batch_size, desc))]
+    raw = [torch.cat(parts) for parts in zip(*_batches(model, head, transforms, device, batch_size, desc))]
     matcher.fit_whitening([maps[:, 0].float() for maps in raw])
     encoded = [matcher.encode(raw)]
     del raw
-    for batch in _batches(model, paths[len(head):], transform, device, batch_size, desc + " (rest)"):
+    for batch in _batches(model, paths[len(head):], transforms, device, batch_size, desc + " (rest)"):
         encoded.append(matcher.encode(batch))
     matcher.set_gallery([torch.cat(parts) for parts in zip(*encoded)], regions)
     model.train(was_training)
