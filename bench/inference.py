@@ -7,7 +7,8 @@ temporary folder (random weights: speed does not depend on them). Each photo goe
 the whole way: file decode, resize/normalise, backbone(s), both heads. Measured:
 
 * the configurations named by --configs: `BACKBONE@SIZE` (lite0/1/2 = EfficientNet-Lite,
-  shared layout: one trunk pass feeds both stages), `+bf16` for bfloat16 autocast;
+  shared layout: one trunk pass feeds both stages), `+bf16` for bfloat16 autocast, `+match`
+  for the cpu-small recipe's stage 1 with local matching against a 162-photo gallery;
 * the original-style pipeline ("seed_style"): ViT-B/16 region classifier, then a
   ResNet-101 coordinate model with its own backbone (separate layout), 224 px.
 
@@ -35,12 +36,14 @@ from bench import machine, photos  # noqa: E402
 SEED_STYLE = "seed_style"
 ALIASES = {"lite0": "efficientnet_lite0", "lite1": "efficientnet_lite1", "lite2": "efficientnet_lite2"}
 NUM_REGIONS = 15
+GALLERY_PHOTOS = 162  # +match: a local-matching gallery the size of the campus recipe's (4 views each)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--configs", default="lite0@224,lite0@224+bf16,lite0@256,lite2@260",
-                   help="comma-separated BACKBONE@SIZE[+bf16] (shared layout); the original-style pipeline "
+    p.add_argument("--configs", default="lite0@224,lite0@224+bf16,lite0@256,lite0@256+match,lite2@260",
+                   help="comma-separated BACKBONE@SIZE[+bf16][+match] (shared layout; +match: the cpu-small "
+                        "recipe's stage 1 with a 162-photo matching gallery); the original-style pipeline "
                         "is always measured too")
     p.add_argument("--recommended", default="lite0@224", help="the configuration `images_per_s` reports")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
@@ -56,15 +59,22 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def parse_config(name: str) -> dict:
-    spec, _, precision = name.partition("+")
+    spec, *options = name.split("+")
     backbone, _, size = spec.partition("@")
-    if not size:
-        raise SystemExit(f"bad configuration {name!r}: expected BACKBONE@SIZE[+bf16], e.g. lite0@224")
-    return {"backbone": ALIASES.get(backbone, backbone), "image_size": int(size), "precision": precision or "fp32"}
+    if not size or set(options) - {"bf16", "match"}:
+        raise SystemExit(f"bad configuration {name!r}: expected BACKBONE@SIZE[+bf16][+match], e.g. lite0@224")
+    return {"backbone": ALIASES.get(backbone, backbone), "image_size": int(size),
+            "precision": "bf16" if "bf16" in options else "fp32",
+            "match_gallery": GALLERY_PHOTOS if "match" in options else 0}
 
 
-def write_model(out: Path, *, region_backbone: str, coords_backbone: str, image_size: int, layout: str) -> Path:
-    """A model directory (region.pt + coords.pt) with random weights, as `python -m train fit` writes it."""
+def write_model(out: Path, *, region_backbone: str, coords_backbone: str, image_size: int, layout: str,
+                match_gallery: int = 0) -> Path:
+    """A model directory (region.pt + coords.pt) with random weights, as `python -m train fit` writes it.
+
+    `match_gallery` > 0: stage 1 as the cpu-small recipe builds it (GeM of blocks 14, 15 and the
+    head; matching blocks 14 and head) with a gallery of that many photos of random descriptors.
+    """
     import torch
 
     from geomodel.config import DataConfig, ModelConfig, to_dict
@@ -75,8 +85,16 @@ def write_model(out: Path, *, region_backbone: str, coords_backbone: str, image_
     torch.manual_seed(0)
     names = [f"Region {i + 1}" for i in range(NUM_REGIONS)]
     data = to_dict(DataConfig(image_size=image_size))
-    rcfg = ModelConfig(kind="region", backbone=region_backbone, pretrained=False, num_regions=NUM_REGIONS)
-    region = RegionClassifier(rcfg, image_size=image_size)
+    matching = (dict(pool="gem", feature_layers=["14", "15", "head"], match_layers=["14", "head"])
+                if match_gallery else {})
+    rcfg = ModelConfig(kind="region", backbone=region_backbone, pretrained=False, num_regions=NUM_REGIONS,
+                       **matching)
+    region = RegionClassifier(rcfg, image_size=image_size).eval()
+    if match_gallery:  # speed does not depend on the descriptors' values, only on their number
+        with torch.no_grad():
+            _, maps = region.forward_features_and_maps(torch.zeros(1, 3, image_size, image_size))
+        region.matcher.fit([torch.randn(match_gallery, 4, *m.shape[1:]) for m in maps],
+                           torch.arange(match_gallery) % NUM_REGIONS)
     common = dict(data_config=data, image_size=image_size, frame="planar", region_names=names)
     atomic_save(make_checkpoint(region, kind="region", model_config=to_dict(rcfg),
                                 norm=(region.backbone.mean, region.backbone.std), **common), out / "region.pt")
@@ -124,7 +142,8 @@ def main(args: argparse.Namespace) -> dict:
         for name in names:
             cfg = parse_config(name)
             folder = write_model(tmp / name.replace("+", "_").replace("@", "_"), region_backbone=cfg["backbone"],
-                                 coords_backbone=cfg["backbone"], image_size=cfg["image_size"], layout="shared")
+                                 coords_backbone=cfg["backbone"], image_size=cfg["image_size"], layout="shared",
+                                 match_gallery=cfg["match_gallery"])
             predictors[name] = Predictor.from_dir(folder, device="cpu", precision=cfg["precision"])
             described[name] = {**cfg, "layout": "shared"}
         folder = write_model(tmp / SEED_STYLE, region_backbone="vit_b_16", coords_backbone="resnet101",

@@ -139,6 +139,9 @@ def model_markdown(info: ModelInfo, config: AppConfig) -> str:
     reg, crd = info.metrics.get("region", {}), info.metrics.get("coords", {})
     if "accuracy" in reg:
         rows.append(("Region accuracy (training hold-out)", f"{reg['accuracy']:.1%}"))
+    if "gallery_size" in reg:
+        rows.append(("Local matching", f"against {reg['gallery_size']:,} labelled photos (head alone: "
+                                       f"{reg.get('head_accuracy', float('nan')):.1%} on the hold-out)"))
     if "median_error" in crd:
         rows.append(("Median error (training hold-out)", f"{crd['median_error']:,.1f} {e(info.error_unit)}"))
     if "coord_mse" in crd:

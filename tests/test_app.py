@@ -447,3 +447,18 @@ def test_results_table_shows_the_heading_only_when_the_model_predicts_it() -> No
                                               "Longitude", "Heading (°)"]
     assert "GPS latitude" not in with_heading.columns and "Problem" in with_heading.columns
     assert "heading" in to_csv([{**row, "heading": 271.6}]).splitlines()[0].split(",")
+
+
+def test_model_tab_describes_local_matching_when_the_model_has_it():
+    from dataclasses import replace
+
+    from demo.ui import model_markdown
+    from geomodel.predictor import Predictor
+
+    info = Predictor.from_dir(BUNDLED_MODEL, device="cpu").info()
+    cfg = config_from_args([], env={})
+    assert "Local matching" not in model_markdown(info, cfg)  # the bundled model has no gallery
+    region = {**info.metrics["region"], "accuracy": 0.5, "head_accuracy": 0.42, "gallery_size": 162}
+    text = model_markdown(replace(info, metrics={**info.metrics, "region": region}), cfg)
+    assert "| Local matching | against 162 labelled photos (head alone: 42.0% on the hold-out) |" in text
+    assert "| Region accuracy (training hold-out) | 50.0% |" in text
