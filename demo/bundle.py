@@ -80,19 +80,24 @@ def write_examples(plan, out: Path, photo_size: int, seed: int) -> list[dict]:
     return out_rows
 
 
+def training_argv(train_csv: Path, train_images: Path, model_dir: Path, names_file: Path, args: argparse.Namespace,
+                  cache_dir: Path) -> list[str]:
+    """The `cpu-small` recipe's command line, with the settings the bundle pins."""
+    return ["fit", "--preset", "cpu-small", "--csv", str(train_csv), "--images", str(train_images),
+            "--out", str(model_dir), "--frame", "planar", "--image-size", str(args.image_size),
+            "--region-names", str(names_file), "--epochs", str(args.epochs),
+            "--coords-epochs", str(args.coords_epochs), "--aug-views", str(args.aug_views),
+            # pinned, so the bundle does not change when the real-photo preset is retuned
+            "--feature-layers", "head", "--pool", "avg", "--match-layers", "",
+            "--seed", str(args.seed), "--cache-dir", str(cache_dir), "--device", "cpu"]
+
+
 def train_model(train_csv: Path, train_images: Path, model_dir: Path, names_file: Path, args: argparse.Namespace,
                 cache_dir: Path) -> None:
     """The `cpu-small` recipe through the training CLI, so the bundle is made exactly as users train."""
     from train.cli import main as train_main
 
-    argv = ["fit", "--preset", "cpu-small", "--csv", str(train_csv), "--images", str(train_images),
-            "--out", str(model_dir), "--frame", "planar", "--image-size", str(args.image_size),
-            "--region-names", str(names_file), "--epochs", str(args.epochs),
-            "--coords-epochs", str(args.coords_epochs), "--aug-views", str(args.aug_views),
-            # pinned, so the bundle does not change when the real-photo preset is retuned
-            "--feature-layers", "head", "--pool", "avg",
-            "--seed", str(args.seed), "--cache-dir", str(cache_dir), "--device", "cpu"]
-    code = train_main(argv)
+    code = train_main(training_argv(train_csv, train_images, model_dir, names_file, args, cache_dir))
     if code != 0:
         raise SystemExit(f"training failed (exit code {code})")
 

@@ -462,3 +462,24 @@ def test_model_tab_describes_local_matching_when_the_model_has_it():
     text = model_markdown(replace(info, metrics={**info.metrics, "region": region}), cfg)
     assert "| Local matching | against 162 labelled photos (head alone: 42.0% on the hold-out) |" in text
     assert "| Region accuracy (training hold-out) | 50.0% |" in text
+
+
+def test_bundle_command_line_still_builds_the_committed_model(tmp_path):
+    """`python -m demo.bundle` pins its settings: retuning the cpu-small preset must not change (or break) it."""
+    from demo.bundle import get_args_parser as bundle_args, training_argv
+    from geomodel.config import to_dict
+    from geomodel.engine.checkpoint import load_checkpoint
+    from train.cli import _configs, get_args_parser
+    from train.presets import apply_preset
+
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"Region {i}" for i in range(1, 7)))
+    argv = training_argv(tmp_path / "train.csv", tmp_path, tmp_path / "model", names, bundle_args().parse_args([]),
+                         tmp_path / "cache")
+    _, (region, _), (coords, _) = _configs(apply_preset(get_args_parser(), "fit", "cpu-small", argv))
+    for built, name in ((region, "region.pt"), (coords, "coords.pt")):
+        committed = load_checkpoint(BUNDLED_MODEL / name)["model_config"]
+        built = to_dict(built)
+        same = {k for k in committed if k not in ("num_regions", "predict_heading", "backbone")}
+        assert {k: built[k] for k in same} == {k: committed[k] for k in same}, name
+    assert region.match_layers == []

@@ -475,3 +475,13 @@ def test_region_names_that_do_not_match_the_regions(tmp_path, synthetic_dataset)
     csv_path, images = synthetic_dataset
     with pytest.raises(DataError, match="2 region names given for 3 regions"):
         prepare_data(csv_path, images, data_cfg=DataConfig(image_size=32, region_names=["A", "B"]), check=False)
+
+
+def test_contradicting_training_settings_get_a_message_not_a_traceback(tmp_path, capsys):
+    from train.cli import main
+
+    code = main(["fit", "--csv", str(tmp_path / "x.csv"), "--images", str(tmp_path), "--out", str(tmp_path / "m"),
+                 "--feature-layers", "14,head", "--match-layers", "13"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: match_layers ['13'] are not among feature_layers") and "Traceback" not in err

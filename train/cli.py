@@ -138,7 +138,11 @@ def run_training(args: argparse.Namespace) -> int:
     from geomodel.engine.loop import install_sigterm_as_interrupt
     from geomodel.engine.stages import prepare_data, train_coords, train_region
 
-    data_cfg, (region_m, region_t), (coords_m, coords_t) = _configs(args)
+    try:
+        data_cfg, (region_m, region_t), (coords_m, coords_t) = _configs(args)
+    except ValueError as exc:  # settings that contradict each other: say which, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     log = print if dist.is_main() else (lambda *_: None)
     prep = prepare_data(args.csv, args.images, data_cfg=data_cfg, seed=args.seed, val_csv=args.val_csv,
                         val_images=args.val_images)
