@@ -13,6 +13,7 @@ FRAMES = ("wgs84", "planar")
 LAYOUTS = ("shared", "separate")
 ATTENTIONS = ("features", "scalar")
 REGION_INPUTS = ("predicted", "true")
+MATCH_MODES = ("region", "photo")  # local matching: best match per region, or the best single photo
 
 T = TypeVar("T")
 
@@ -103,7 +104,7 @@ class ModelConfig:
         if not 0 <= self.match_weight <= 1:
             raise ValueError(f"match_weight must be in [0, 1], got {self.match_weight}")
         _check_positive(self, "match_dim", "match_temperature")
-        _check_choice("match_mode", self.match_mode, ("region", "photo"))
+        _check_choice("match_mode", self.match_mode, MATCH_MODES)
         if not 0 < self.match_zoom <= 1:
             raise ValueError(f"match_zoom must be in (0, 1], got {self.match_zoom}")
 

@@ -300,14 +300,14 @@ def _add_gallery(prep: Prepared, cfg: TrainConfig, out_dir: Path, device: torch.
     themselves: with tens of photos per region every labelled photo is worth keeping.
     """
     model, ckpt = load_region_model(out_dir, device)
-    transform = build_transforms((model.backbone.mean, model.backbone.std), ckpt["image_size"], train=False)
+    norm, size = (model.backbone.mean, model.backbone.std), ckpt["image_size"]
+    transform = build_transforms(norm, size, train=False)
     n = len(prep.train)
     regions = torch.tensor(np.concatenate([prep.train["region"].to_numpy(np.int64),
                                            prep.val["region"].to_numpy(np.int64)]))
     views = [transform]
     if model.cfg.match_zoom < 1:  # the same places seen from closer
-        views.append(build_transforms((model.backbone.mean, model.backbone.std), ckpt["image_size"], train=False,
-                                      zoom=model.cfg.match_zoom))
+        views.append(build_transforms(norm, size, train=False, zoom=model.cfg.match_zoom))
     fit_matcher(model, _paths(prep.train, prep.train_images) + _paths(prep.val, prep.val_images), regions,
                 views, device=device, batch_size=cfg.batch_size, whitening_photos=min(512, n))
     everything = model.matcher.galleries()

@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-MATCH_MODES = ("region", "photo")
+from geomodel.config import MATCH_MODES
 
 
 def descriptors(maps: torch.Tensor) -> torch.Tensor:  # (B, C, h, w) -> (B, h*w, C)
@@ -126,7 +125,10 @@ class LocalMatcher(nn.Module):
 
     def similarities(self, layer_maps: Sequence[torch.Tensor], chunk: int = 64) -> torch.Tensor:
         """(B, N) Chamfer similarity of each query photo to each gallery photo, averaged over layers."""
-        return sum(m.mean(dim=2) for m in self.descriptor_matches(layer_maps, chunk)) / self.num_layers
+        return self._per_photo(self.descriptor_matches(layer_maps, chunk))
+
+    def _per_photo(self, matches: list[torch.Tensor]) -> torch.Tensor:  # per layer (B, N, P) -> (B, N)
+        return sum(m.mean(dim=2) for m in matches) / self.num_layers
 
     def _by_region(self, values: torch.Tensor) -> torch.Tensor:  # (B, N, ...) -> (B, R, ...): best per region
         index = self.regions.to(values.device).view(1, -1, *([1] * (values.dim() - 2))).expand_as(values)
@@ -142,7 +144,7 @@ class LocalMatcher(nn.Module):
         """
         matches = self.descriptor_matches(layer_maps)
         if self.mode == "photo":
-            return self._by_region(sum(m.mean(dim=2) for m in matches) / self.num_layers)
+            return self._by_region(self._per_photo(matches))
         return sum(self._by_region(m).mean(dim=2) for m in matches) / self.num_layers
 
     def forward(self, layer_maps: Sequence[torch.Tensor]) -> torch.Tensor:  # -> (B, R) probabilities
