@@ -13,6 +13,7 @@ FRAMES = ("wgs84", "planar")
 LAYOUTS = ("shared", "separate")
 ATTENTIONS = ("features", "scalar")
 REGION_INPUTS = ("predicted", "true")
+COORD_TARGETS = ("absolute", "offset")
 MATCH_MODES = ("region", "photo")  # local matching: best match per region, or the best single photo
 
 T = TypeVar("T")
@@ -76,6 +77,9 @@ class ModelConfig:
     dropout: float = 0.2
     layout: str = "shared"  # coords: "shared" reuses stage 1's trunk, "separate" has its own
     predict_heading: bool = False  # coords: also regress the camera heading as (sin, cos); set from the CSV
+    # coords: "absolute" (the head outputs the normalised position) or "offset" (it outputs an offset
+    # from the region's centroid in units of the region's spread: unknown photos default to the centroid)
+    coord_target: str = "absolute"
     # region: match local descriptors of these feature layers against every training photo
     # (geomodel.models.matching) and fuse with the head; [] = head only. Must be among feature_layers.
     match_layers: list[str] = field(default_factory=list)
@@ -90,6 +94,7 @@ class ModelConfig:
         _check_choice("attention", self.attention, ATTENTIONS)
         _check_choice("layout", self.layout, LAYOUTS)
         _check_choice("pool", self.pool, ("avg", "gem"))
+        _check_choice("coord_target", self.coord_target, COORD_TARGETS)
         _check_positive(self, "num_regions", "region_embed_dim", "hidden_dim")
         self.feature_layers = [str(layer) for layer in self.feature_layers]
         if not self.feature_layers:

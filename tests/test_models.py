@@ -207,3 +207,38 @@ def test_heading_head_sin_cos_loss_and_decoding() -> None:
     expected = 1.0 + 0.5 * ((t[:3] - 0) ** 2).mean().item()
     assert stage2_loss(pred, batch).item() == pytest.approx(expected, rel=1e-6)
     assert stage2_loss(pred[:, :2], batch).item() == pytest.approx(1.0)  # no heading output: coords only
+
+
+def test_offset_target_starts_from_the_region_centroid_and_scales_by_its_spread():
+    cfg = ModelConfig(kind="coords", num_regions=2, layout="shared", coord_target="offset")
+    model = CoordRegressor(cfg, feature_dim=4).eval()
+    model.coord_mean.copy_(torch.tensor([1000.0, 500.0], dtype=torch.float64))
+    model.coord_std.copy_(torch.tensor([100.0, 50.0], dtype=torch.float64))
+    model.region_centroids.copy_(torch.tensor([[900.0, 450.0], [1200.0, 600.0]], dtype=torch.float64))
+    model.region_spreads.copy_(torch.tensor([[10.0, 5.0], [20.0, 40.0]], dtype=torch.float64))
+    last = model.head[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        feats, regions = torch.randn(2, 4), torch.tensor([0, 1])
+        # an offset of zero: each photo lands on its region's centroid
+        assert torch.allclose(model.denormalize(model.forward_head(feats, regions)), model.region_centroids)
+        last.bias.copy_(torch.tensor([1.0, -2.0]))  # one spread north, two spreads west
+        expected = model.region_centroids + torch.tensor([1.0, -2.0], dtype=torch.float64) * model.region_spreads
+        assert torch.allclose(model.denormalize(model.forward_head(feats, regions)), expected, atol=1e-3)
+    with pytest.raises(ValueError, match="coord_target"):
+        ModelConfig(kind="coords", coord_target="relative")
+
+
+def test_region_spreads_are_floored_and_default_to_the_overall_spread():
+    import pandas as pd
+
+    from geomodel.data.labels import region_spreads
+
+    df = pd.DataFrame({"latitude": [0.0, 10.0, 5.0, 5.0], "longitude": [0.0, 0.0, 100.0, 300.0],
+                       "region": [0, 0, 1, 1]})
+    spreads = region_spreads(df, 3)
+    overall = df[["latitude", "longitude"]].to_numpy().std(axis=0)
+    assert np.allclose(spreads[0], [5.0, 0.1 * overall[1]])  # region 0: no east-west extent -> floor
+    assert np.allclose(spreads[1], [0.1 * overall[0], 100.0])
+    assert np.allclose(spreads[2], overall)  # no photos: the overall spread

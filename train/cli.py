@@ -51,6 +51,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="shared: stage 2 reuses stage 1's trunk (one backbone pass per photo)")
     g.add_argument("--attention", choices=("features", "scalar"), default="features",
                    help="stage-2 attention: per-feature weights, or the original scalar gate")
+    g.add_argument("--coord-target", choices=("absolute", "offset"), default="absolute",
+                   help="stage 2 outputs the position, or an offset from the region's centroid scaled by "
+                        "the region's spread (a photo it knows nothing about lands on the centroid)")
     g.add_argument("--region-input", choices=("predicted", "true"), default="predicted",
                    help="region fed to stage 2 in training: stage 1's prediction (original) or the truth")
     g.add_argument("--head-hidden", type=int, default=0, help="region head hidden width (0: linear)")
@@ -119,7 +122,8 @@ def _configs(args: argparse.Namespace):
                       num_regions=args.num_regions, region_names=names)
     model = dict(backbone=args.backbone, pretrained=args.pretrained == "imagenet", pool=args.pool,
                  feature_layers=[x.strip() for x in args.feature_layers.split(",") if x.strip()],
-                 head_hidden=args.head_hidden, attention=args.attention, layout=args.layout)
+                 head_hidden=args.head_hidden, attention=args.attention, layout=args.layout,
+                 coord_target=args.coord_target)
     train = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                  freeze_backbone=args.freeze_backbone, cache_features=not args.no_cache,
                  cache_dir=str(args.cache_dir) if args.cache_dir else None, aug_views=args.aug_views,

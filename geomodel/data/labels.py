@@ -221,3 +221,19 @@ def region_centroids(df: pd.DataFrame, num_regions: int) -> np.ndarray:
         if sel.any():
             out[r] = ll[sel].mean(axis=0)
     return out
+
+
+def region_spreads(df: pd.DataFrame, num_regions: int, floor: float = 0.1) -> np.ndarray:
+    """(R, 2) standard deviation of lat/lon per region, at least `floor` x the overall one.
+
+    The floor keeps regions with one photo (or a line of photos) from having no extent;
+    regions without photos get the overall spread.
+    """
+    ll = df[["latitude", "longitude"]].to_numpy(np.float64)
+    overall = ll.std(axis=0)
+    out = np.tile(overall, (num_regions, 1))
+    for r in range(num_regions):
+        sel = df["region"].to_numpy() == r
+        if sel.any():
+            out[r] = ll[sel].std(axis=0)
+    return np.maximum(out, floor * overall)

@@ -21,7 +21,7 @@ from geomodel.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from geomodel.data.dataset import GeoDataset, check_images
 from geomodel.data.images import load_image
 from geomodel.data.labels import (CoordStats, apply_exclusions, drop_outliers, read_labels, region_centroids,
-                                  stratified_split)
+                                  region_spreads, stratified_split)
 from geomodel.data.transforms import build_transforms
 from geomodel.engine import distributed as dist
 from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
@@ -409,6 +409,7 @@ def train_coords(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
     model.coord_mean.copy_(torch.tensor(stats.mean, dtype=torch.float64))
     model.coord_std.copy_(torch.tensor(stats.std, dtype=torch.float64))
     model.region_centroids.copy_(torch.as_tensor(region_centroids(prep.train, prep.num_regions)))
+    model.region_spreads.copy_(torch.as_tensor(region_spreads(prep.train, prep.num_regions)))
     model.to(device)
     norm = (trunk.mean, trunk.std)
 

@@ -7,7 +7,7 @@ from geomodel.config import ModelConfig, from_dict
 from geomodel.errors import CheckpointError
 
 
-_OPTIONAL_BUFFERS = ("feat_mean", "feat_std")
+_OPTIONAL_BUFFERS = ("feat_mean", "feat_std", "region_spreads")
 
 
 def model_from_checkpoint(ckpt: dict, *, path: str = "checkpoint") -> nn.Module:
@@ -22,8 +22,10 @@ def model_from_checkpoint(ckpt: dict, *, path: str = "checkpoint") -> nn.Module:
     else:
         model = CoordRegressor(cfg, feature_dim=ckpt.get("feature_dim"), image_size=ckpt["image_size"])
     state = dict(ckpt["state_dict"])
+    defaults = model.state_dict()
     for key in _OPTIONAL_BUFFERS:  # added after the format's first release: identity when absent
-        state.setdefault(key, model.state_dict()[key])
+        if key in defaults:
+            state.setdefault(key, defaults[key])
     try:
         missing, unexpected = model.load_state_dict(state, strict=not from_package)
         if from_package and (unexpected or any(not k.startswith("backbone.trunk.") for k in missing)):

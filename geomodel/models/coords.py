@@ -70,6 +70,7 @@ class CoordRegressor(nn.Module):
         self.register_buffer("coord_mean", torch.zeros(2, dtype=torch.float64))
         self.register_buffer("coord_std", torch.ones(2, dtype=torch.float64))
         self.register_buffer("region_centroids", torch.zeros(cfg.num_regions, 2, dtype=torch.float64))
+        self.register_buffer("region_spreads", torch.ones(cfg.num_regions, 2, dtype=torch.float64))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> (B, D)
         if self.backbone is None:
@@ -87,7 +88,12 @@ class CoordRegressor(nn.Module):
         """(B, D) features and (B,) 0-based regions -> (B, 2) normalised lat/lon (+ sin, cos of the heading)."""
         features = (features - self.feat_mean) / self.feat_std
         z = torch.cat([features, self.embedding(region)], dim=1)
-        return self.head(self.attention(z))
+        out = self.head(self.attention(z))
+        if self.cfg.coord_target == "offset":  # centroid + offset x spread, in normalised units
+            centre = ((self.region_centroids[region] - self.coord_mean) / self.coord_std).to(out.dtype)
+            scale = (self.region_spreads[region] / self.coord_std).to(out.dtype)
+            out = torch.cat([centre + scale * out[:, :2], out[:, 2:]], dim=1)
+        return out
 
     def forward(self, x: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x), region)
