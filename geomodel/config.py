@@ -123,6 +123,7 @@ class TrainConfig:
     lr: float | None = None  # None: 1e-3 for region (AdamW), 1e-4 for coords (Adam)
     weight_decay: float = 1e-2
     label_smoothing: float = 0.1
+    smooth_by_distance: bool = False  # region: spread the smoothing over nearby regions, not uniformly
     grad_clip: float = 1.0
     patience: int = 5  # early stopping: epochs without improvement
     freeze_backbone: bool = False

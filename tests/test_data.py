@@ -145,3 +145,16 @@ def test_zoomed_transform_keeps_the_centre() -> None:
     assert plain[2, 0, 0] > 0.9  # the border is still there without zoom
     with pytest.raises(ValueError, match="zoom"):
         build_transforms(stats, 16, train=False, zoom=0)
+
+
+def test_neighbour_targets_give_near_regions_more_of_the_smoothing() -> None:
+    from geomodel.data.labels import neighbour_targets
+
+    centroids = np.array([[0.0, 0.0], [0.0, 100.0], [0.0, 200.0], [0.0, 5000.0]])
+    t = neighbour_targets(centroids, "planar", 0.3)
+    assert t.shape == (4, 4) and np.allclose(t.sum(axis=1), 1.0)
+    assert np.allclose(np.diag(t), 0.7)
+    assert t[0, 1] > t[0, 2] > t[0, 3] >= 0  # the closer the region, the more partial credit
+    assert np.isclose(t[1, 0], t[1, 2])  # equidistant neighbours share equally
+    assert np.isclose(t[3, 2], 0.3)  # a region far from all others gives its share to the nearest one
+    assert np.allclose(neighbour_targets(centroids, "planar", 0.0), np.eye(4))

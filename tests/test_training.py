@@ -153,3 +153,15 @@ def test_predictions_run_without_autograd(trained: Path) -> None:
     assert probs.is_inference() and latlon.is_inference()
     probs, latlon = predictor.predict_tensors([img])
     assert not probs.requires_grad and probs.is_inference()
+
+
+def test_region_stage_trains_with_distance_smoothed_labels(synthetic_dataset, tmp_path: Path) -> None:
+    csv, images = synthetic_dataset
+    args = ["region", "--csv", str(csv), "--images", str(images), "--epochs", "1", *TINY]
+    assert main([*args, "--out", str(tmp_path / "a"), "--smooth-by-distance", "--label-smoothing", "0.3"]) == 0
+    assert main([*args, "--out", str(tmp_path / "b"), "--label-smoothing", "0.3"]) == 0
+    config = json.loads((tmp_path / "a" / "region_config.json").read_text())["train"]
+    assert config["smooth_by_distance"] and config["label_smoothing"] == 0.3
+    a = load_checkpoint(tmp_path / "a" / "region.pt")["state_dict"]
+    b = load_checkpoint(tmp_path / "b" / "region.pt")["state_dict"]
+    assert not torch.equal(a["head.1.weight"], b["head.1.weight"])  # other targets, other weights

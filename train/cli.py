@@ -63,6 +63,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help="learning rate (default: 1e-3 region; 1e-4 coords, 1e-3 if frozen)")
     g.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
     g.add_argument("--freeze-backbone", action="store_true", help="train heads only on cached features")
+    g.add_argument("--label-smoothing", type=float, default=0.1, help="region stage: label smoothing")
+    g.add_argument("--smooth-by-distance", action="store_true",
+                   help="region stage: spread the label smoothing over nearby regions (by the distance between "
+                        "region centroids) instead of uniformly")
     g.add_argument("--aug-views", type=int, default=0, help="frozen backbone: augmented views cached per image")
     g.add_argument("--no-cache", action="store_true", help="do not keep backbone features on disk")
     g.add_argument("--cache-dir", type=Path, help="feature cache folder (default ~/.cache/geomodel)")
@@ -126,6 +130,7 @@ def _configs(args: argparse.Namespace):
                  coord_target=args.coord_target)
     train = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience,
                  freeze_backbone=args.freeze_backbone, cache_features=not args.no_cache,
+                 label_smoothing=args.label_smoothing, smooth_by_distance=args.smooth_by_distance,
                  cache_dir=str(args.cache_dir) if args.cache_dir else None, aug_views=args.aug_views,
                  region_input=args.region_input, seed=args.seed, device=args.device, num_workers=args.num_workers,
                  amp=args.amp)

@@ -237,3 +237,22 @@ def region_spreads(df: pd.DataFrame, num_regions: int, floor: float = 0.1) -> np
         if sel.any():
             out[r] = ll[sel].std(axis=0)
     return np.maximum(out, floor * overall)
+
+
+def neighbour_targets(centroids: np.ndarray, frame: str, smoothing: float) -> np.ndarray:
+    """(R, R) soft training targets: row t keeps 1 - `smoothing` on region t and spreads `smoothing`
+    over the other regions by a Gaussian of the distance between centroids (sigma: the median
+    distance from a region to its nearest neighbour), so confusing neighbours costs less than
+    confusing regions across campus."""
+    from geomodel.geo import distance
+
+    r = len(centroids)
+    d = distance(frame, centroids[:, None, 0], centroids[:, None, 1], centroids[None, :, 0], centroids[None, :, 1])
+    off = ~np.eye(r, dtype=bool)
+    sigma = max(float(np.median(np.where(off, d, np.inf).min(axis=1))), 1e-9)
+    # normalised per row in log space: a region far from all others still gives its share to the
+    # nearest ones (exp of a large negative number alone would underflow to a row of zeros)
+    logits = np.where(off, -0.5 * (d / sigma) ** 2, -np.inf)
+    kernel = np.exp(logits - logits.max(axis=1, keepdims=True))
+    kernel /= kernel.sum(axis=1, keepdims=True)
+    return (1 - smoothing) * np.eye(r) + smoothing * kernel

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 from geomodel.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from geomodel.data.dataset import GeoDataset, check_images
 from geomodel.data.images import load_image
-from geomodel.data.labels import (CoordStats, apply_exclusions, drop_outliers, read_labels, region_centroids,
-                                  region_spreads, stratified_split)
+from geomodel.data.labels import (CoordStats, apply_exclusions, drop_outliers, neighbour_targets, read_labels,
+                                  region_centroids, region_spreads, stratified_split)
 from geomodel.data.transforms import build_transforms
 from geomodel.engine import distributed as dist
 from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
@@ -240,8 +240,14 @@ def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
 
     counts = np.bincount(prep.train["region"], minlength=prep.num_regions).astype(np.float64)
     weights = np.where(counts > 0, counts.sum() / (prep.num_regions * np.maximum(counts, 1)), 0.0)
-    criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device),
-                                    label_smoothing=cfg.label_smoothing)
+    class_weights = torch.tensor(weights, dtype=torch.float32, device=device)
+    if cfg.smooth_by_distance:
+        soft = torch.tensor(neighbour_targets(region_centroids(prep.train, prep.num_regions), prep.data_cfg.frame,
+                                              cfg.label_smoothing), dtype=torch.float32, device=device)
+        cross_entropy = nn.CrossEntropyLoss(weight=class_weights)
+        criterion = lambda logits, y: cross_entropy(logits, soft[y])  # noqa: E731
+    else:
+        criterion = nn.CrossEntropyLoss(weight=class_weights, label_smoothing=cfg.label_smoothing)
     y_train = torch.tensor(prep.train["region"].to_numpy(np.int64))
     y_val = torch.tensor(prep.val["region"].to_numpy(np.int64))
 
