@@ -211,16 +211,21 @@ def drop_outliers(df: pd.DataFrame, stats: CoordStats, csv: str | Path = "traini
     return out
 
 
+def _per_region(df: pd.DataFrame, num_regions: int, stat) -> np.ndarray:
+    """(R, 2) `stat` (np.mean, np.std) of lat/lon per region; regions without photos get the overall one."""
+    ll = df[["latitude", "longitude"]].to_numpy(np.float64)
+    out = np.tile(stat(ll, axis=0), (num_regions, 1))
+    regions = df["region"].to_numpy()
+    for r in range(num_regions):
+        sel = regions == r
+        if sel.any():
+            out[r] = stat(ll[sel], axis=0)
+    return out
+
+
 def region_centroids(df: pd.DataFrame, num_regions: int) -> np.ndarray:
     """(R, 2) mean lat/lon per region; regions without photos get the overall mean."""
-    ll = df[["latitude", "longitude"]].to_numpy(np.float64)
-    overall = ll.mean(axis=0)
-    out = np.tile(overall, (num_regions, 1))
-    for r in range(num_regions):
-        sel = df["region"].to_numpy() == r
-        if sel.any():
-            out[r] = ll[sel].mean(axis=0)
-    return out
+    return _per_region(df, num_regions, np.mean)
 
 
 def region_spreads(df: pd.DataFrame, num_regions: int, floor: float = 0.1) -> np.ndarray:
@@ -229,14 +234,8 @@ def region_spreads(df: pd.DataFrame, num_regions: int, floor: float = 0.1) -> np
     The floor keeps regions with one photo (or a line of photos) from having no extent;
     regions without photos get the overall spread.
     """
-    ll = df[["latitude", "longitude"]].to_numpy(np.float64)
-    overall = ll.std(axis=0)
-    out = np.tile(overall, (num_regions, 1))
-    for r in range(num_regions):
-        sel = df["region"].to_numpy() == r
-        if sel.any():
-            out[r] = ll[sel].std(axis=0)
-    return np.maximum(out, floor * overall)
+    overall = df[["latitude", "longitude"]].to_numpy(np.float64).std(axis=0)
+    return np.maximum(_per_region(df, num_regions, np.std), floor * overall)
 
 
 def neighbour_targets(centroids: np.ndarray, frame: str, smoothing: float) -> np.ndarray:

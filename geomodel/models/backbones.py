@@ -21,6 +21,15 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 LITE_STATS = ((127.0 / 255,) * 3, (128.0 / 255,) * 3)
 
 
+def feature_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension (mean, std) of (N, D) training features, for standardising a head's inputs.
+
+    Near-constant dimensions get a floored std: dividing by ~0 would blow up any photo that differs there.
+    """
+    std = features.std(0)
+    return features.mean(0), std.clamp(min=max(0.1 * std.median().item(), 1e-6))
+
+
 class GeM(nn.Module):
     """Generalised-mean pooling (p=3 learnable): between average (p=1) and max pooling."""
 

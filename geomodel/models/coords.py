@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from geomodel.config import ModelConfig
-from geomodel.models.backbones import Backbone, build_backbone
+from geomodel.models.backbones import Backbone, build_backbone, feature_stats
 
 
 class FeatureAttention(nn.Module):
@@ -79,10 +79,9 @@ class CoordRegressor(nn.Module):
 
     def set_feature_stats(self, features: torch.Tensor) -> None:
         """Standardise image features with these (N, D) training features' mean and std."""
-        self.feat_mean.copy_(features.mean(0))
-        std = features.std(0)
-        # floor near-constant dimensions: dividing by ~0 would blow up any photo that differs there
-        self.feat_std.copy_(std.clamp(min=max(0.1 * std.median().item(), 1e-6)))
+        mean, std = feature_stats(features)
+        self.feat_mean.copy_(mean)
+        self.feat_std.copy_(std)
 
     def forward_head(self, features: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         """(B, D) features and (B,) 0-based regions -> (B, 2) normalised lat/lon (+ sin, cos of the heading)."""

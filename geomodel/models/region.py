@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from geomodel.config import ModelConfig
-from geomodel.models.backbones import Backbone, build_backbone
+from geomodel.models.backbones import Backbone, build_backbone, feature_stats
 from geomodel.models.matching import LocalMatcher
 
 
@@ -59,10 +59,9 @@ class RegionClassifier(nn.Module):
 
     def set_feature_stats(self, features: torch.Tensor) -> None:
         """Standardise head inputs with these (N, D) training features' mean and std."""
-        self.feat_mean.copy_(features.mean(0))
-        std = features.std(0)
-        # floor near-constant dimensions: dividing by ~0 would blow up any photo that differs there
-        self.feat_std.copy_(std.clamp(min=max(0.1 * std.median().item(), 1e-6)))
+        mean, std = feature_stats(features)
+        self.feat_mean.copy_(mean)
+        self.feat_std.copy_(std)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, R)
         return self.head((features - self.feat_mean) / self.feat_std)
