@@ -102,6 +102,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, type=Path, help="writes train.csv and test.csv here")
     p.add_argument("--fraction", type=float, default=0.3, help="share of each region held out as test")
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("learning-curve", help="how many photos per region? leave-one-out matching accuracy "
+                       "for growing shares of a labelled collection (no training)")
+    p.add_argument("--csv", required=True, type=Path)
+    p.add_argument("--images", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="writes curve.json and curve.png here")
+    p.add_argument("--backbone", default="efficientnet_lite0", help="an efficientnet_lite* backbone")
+    p.add_argument("--pretrained", choices=("imagenet", "none"), default="imagenet", help="initial weights")
+    p.add_argument("--image-size", type=int, default=256, help="square input size (cpu-small's: 256)")
+    p.add_argument("--match-layers", default="14,head", help="layers whose local descriptors are matched")
+    p.add_argument("--num-regions", type=int, help="number of regions (default: largest Region_ID)")
+    p.add_argument("--shares", default="0.2,0.35,0.5,0.7,0.85,1",
+                   help="comma-separated shares of each region's photos in the gallery")
+    p.add_argument("--repeats", type=int, default=5, help="random galleries drawn per share below 1")
+    p.add_argument("--target", type=float, default=0.7, help="region accuracy to extrapolate to")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=16)
     p = sub.add_parser("predict", help="predict region and coordinates for images")
     p.add_argument("--model", required=True, type=Path, help="model directory")
     p.add_argument("images", nargs="+", type=Path, help="image files")
@@ -232,6 +249,55 @@ def run_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_learning_curve(args: argparse.Namespace) -> int:
+    from geomodel.config import ModelConfig
+    from geomodel.engine.learning_curve import curve_image, measure
+    from geomodel.engine.loop import resolve_device
+
+    try:
+        layers = [x.strip() for x in args.match_layers.split(",") if x.strip()]
+        cfg = ModelConfig(kind="region", backbone=args.backbone, pretrained=args.pretrained == "imagenet",
+                          feature_layers=layers, match_layers=layers)
+        try:
+            shares = [float(x) for x in args.shares.split(",") if x.strip()]
+        except ValueError:
+            shares = []
+        if not shares or any(not 0 < x <= 1 for x in shares):  # before minutes of feature extraction
+            raise ValueError(f"--shares: gallery shares must be in (0, 1], got {args.shares!r}")
+        if args.repeats < 1:
+            raise ValueError(f"--repeats must be at least 1, got {args.repeats}")
+        if not 0 < args.target <= 1:
+            raise ValueError(f"--target must be in (0, 1], got {args.target}")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result, problems = measure(args.csv, args.images, cfg, image_size=args.image_size,
+                               device=resolve_device(args.device), num_regions=args.num_regions,
+                               batch_size=args.batch_size, fractions=shares, repeats=args.repeats,
+                               seed=args.seed, target=args.target)
+    for problem in problems:
+        print(f"  left out {problem}", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "curve.json").write_text(json.dumps({**result, "problems": problems}, indent=2))
+    curve_image(result).save(args.out / "curve.png")
+    print(f"{result['photos']} photos, {result['regions']} regions; leave-one-out matching accuracy "
+          f"(largest region alone: {result['chance_accuracy']:.0%}):")
+    print("  photos/region  accuracy        top-3")
+    for p in result["points"]:
+        print(f"  {p['photos_per_region']:>13.1f}  {p['accuracy']:>6.1%} ± {p['accuracy_std']:.1%}  "
+              f"{p['top3_accuracy']:>6.1%}")
+    slope, needed = result["fit"]["slope_per_doubling"], result["photos_per_region_for_target"]
+    if needed is None:
+        print(f"accuracy does not rise with more photos here ({slope:+.1%} per doubling): more photos of the "
+              "same kind will not help; look at the regions' definitions and the photos")
+    else:
+        how = "an extrapolation beyond the measured range" if result["extrapolated"] else "within the measured range"
+        print(f"{slope:+.1%} per doubling of the photos per region: {args.target:.0%} needs about {needed:.0f} "
+              f"photos per region ({how})")
+    print(f"written: {args.out / 'curve.json'}, {args.out / 'curve.png'}")
+    return 0
+
+
 def run_predict(args: argparse.Namespace) -> int:
     import csv
 
@@ -276,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_evaluate(args)
         if args.command == "split":
             return run_split(args)
+        if args.command == "learning-curve":
+            return run_learning_curve(args)
         return run_predict(args)
     except GeomodelError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -11,8 +11,8 @@ from geomodel.data.images import load_image
 from geomodel.models.region import RegionClassifier
 
 
-def _batches(model: RegionClassifier, paths: Sequence[Path], transforms: Sequence[Callable], device: torch.device,
-             batch_size: int, desc: str) -> Iterator[list[torch.Tensor]]:
+def view_maps(model: RegionClassifier, paths: Sequence[Path], transforms: Sequence[Callable], device: torch.device,
+              batch_size: int, desc: str) -> Iterator[list[torch.Tensor]]:
     """Per batch, the matched layers' maps of each view of each photo: [(b, V, C, h, w), ...].
 
     Views: every transform's output and its mirror image (the same place seen mirrored).
@@ -44,11 +44,11 @@ def fit_matcher(model: RegionClassifier, paths: Sequence[Path], regions: torch.T
     model.eval()
     paths = list(paths)
     head = paths[:whitening_photos]
-    raw = [torch.cat(parts) for parts in zip(*_batches(model, head, transforms, device, batch_size, desc))]
+    raw = [torch.cat(parts) for parts in zip(*view_maps(model, head, transforms, device, batch_size, desc))]
     matcher.fit_whitening([maps[:, 0].float() for maps in raw])
     encoded = [matcher.encode(raw)]
     del raw
-    for batch in _batches(model, paths[len(head):], transforms, device, batch_size, desc + " (rest)"):
+    for batch in view_maps(model, paths[len(head):], transforms, device, batch_size, desc + " (rest)"):
         encoded.append(matcher.encode(batch))
     matcher.set_gallery([torch.cat(parts) for parts in zip(*encoded)], regions)
     model.train(was_training)

@@ -1,0 +1,217 @@
+"""How many photos per region does a collection need? A learning curve of local matching.
+
+Nothing is trained: the frozen trunk's descriptor maps of every labelled photo are
+computed once, then for growing random shares of the photos (each region keeps at
+least one) every photo is scored against that gallery with its own photo left out
+(leave-one-out), as stage 1's local matching would score a new photo. Accuracy
+against photos per region, fitted as a straight line in log2(photos per region),
+says roughly how many more photos a target accuracy needs. Matching alone is
+measured (stage 1 fuses it with its head, within a few points of it on the campus).
+The whitening is fitted on each gallery, which holds the query photos too (no labels
+are involved).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from tqdm.auto import tqdm
+
+from geomodel.engine.gallery import view_maps
+from geomodel.models.matching import LocalMatcher
+from geomodel.config import ModelConfig
+from geomodel.models.region import RegionClassifier
+
+
+@torch.no_grad()
+def photo_maps(model: RegionClassifier, paths: Sequence[Path], transforms: Sequence[Callable], *,
+               device: torch.device, batch_size: int = 16) -> list[torch.Tensor]:
+    """Per matched layer (N, V, C, h, w) float16: each transform's view of each photo and its mirror."""
+    model.eval()
+    parts = list(view_maps(model, list(paths), transforms, device, batch_size, "descriptor maps"))
+    return [torch.cat(layer).cpu() for layer in zip(*parts)]
+
+
+def _gallery(regions: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of round(fraction * n) photos of each region (at least one)."""
+    keep = []
+    for region in np.unique(regions):
+        idx = np.flatnonzero(regions == region)
+        keep.extend(rng.permutation(idx)[:max(1, round(fraction * len(idx)))].tolist())
+    return np.sort(np.asarray(keep))
+
+
+@torch.no_grad()
+def leave_one_out(matcher: LocalMatcher, maps: Sequence[torch.Tensor], regions: torch.Tensor,
+                  gallery: np.ndarray, *, batch_size: int = 32) -> torch.Tensor:
+    """(N, R) region scores of every photo's plain view against `gallery` (indices), itself left out."""
+    matcher.fit([m[gallery].float() for m in maps], regions[gallery])
+    position = torch.full((len(regions),), -1, dtype=torch.long)
+    position[torch.as_tensor(gallery)] = torch.arange(len(gallery))
+    scores = []
+    for start in range(0, len(regions), batch_size):
+        queries = [m[start:start + batch_size, 0].float() for m in maps]
+        scores.append(matcher.region_scores(queries, exclude=position[start:start + batch_size]))
+    return torch.cat(scores)
+
+
+def log2_fit(photos_per_region: Sequence[float], accuracy: Sequence[float]) -> tuple[float, float]:
+    """(intercept, slope) of accuracy = intercept + slope * log2(photos per region), least squares."""
+    x = np.log2(np.asarray(photos_per_region, dtype=np.float64))
+    slope, intercept = np.polyfit(x, np.asarray(accuracy, dtype=np.float64), 1)
+    return float(intercept), float(slope)
+
+
+def photos_needed(fit: tuple[float, float], target: float) -> float | None:
+    """Photos per region at which the fitted line reaches `target`; None if it never rises."""
+    intercept, slope = fit
+    if slope <= 0:
+        return None
+    return float(2 ** ((target - intercept) / slope))
+
+
+def learning_curve(maps: Sequence[torch.Tensor], regions: torch.Tensor, num_regions: int, *,
+                   fractions: Sequence[float] = (0.2, 0.35, 0.5, 0.7, 0.85, 1.0), repeats: int = 5,
+                   seed: int = 0, dim: int = 64, mode: str = "region", target: float = 0.7,
+                   progress: bool = True) -> dict:
+    """Leave-one-out matching accuracy at each gallery share: a dict of plain types (see module doc).
+
+    `maps`: per matched layer (N, V, C, h, w), view 0 the plain photo; `regions`: (N,) 0-based.
+    Each share is drawn `repeats` times (once at 1.0, where the draw is the whole set).
+    """
+    if not fractions or any(not 0 < f <= 1 for f in fractions):
+        raise ValueError(f"gallery shares must be in (0, 1], got {list(fractions)}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    regions = torch.as_tensor(regions, dtype=torch.long)
+    labels = regions.numpy()
+    matcher = LocalMatcher(len(maps), num_regions, dim=dim, mode=mode)
+    rng = np.random.default_rng(seed)
+    jobs = [(f, r) for f in sorted(fractions) for r in range(1 if f == 1 else repeats)]
+    runs: dict[float, list[tuple[float, float, float]]] = {}
+    for fraction, _ in tqdm(jobs, desc="learning curve", leave=False, disable=None if progress else True):
+        gallery = _gallery(labels, fraction, rng)
+        scores = leave_one_out(matcher, maps, regions, gallery)
+        truth = scores.gather(1, regions[:, None])
+        rank = (scores > truth).sum(1)
+        # what each query could match: the photos of its own region in the gallery, itself not counted
+        in_gallery = np.isin(np.arange(len(labels)), gallery)
+        own = np.bincount(labels[gallery], minlength=num_regions)[labels] - in_gallery
+        runs.setdefault(fraction, []).append(((rank == 0).float().mean().item(),
+                                              (rank < 3).float().mean().item(), float(own.mean())))
+    points = []
+    for fraction, values in runs.items():
+        top1, top3, per_region = np.asarray(values).T
+        points.append({"gallery_share": fraction, "photos_per_region": round(float(per_region.mean()), 2),
+                       "accuracy": round(float(top1.mean()), 4), "accuracy_std": round(float(top1.std()), 4),
+                       "top3_accuracy": round(float(top3.mean()), 4), "draws": len(values)})
+    fit = log2_fit([p["photos_per_region"] for p in points], [p["accuracy"] for p in points])
+    needed = photos_needed(fit, target)
+    measured = max(p["photos_per_region"] for p in points)
+    counts = np.bincount(labels, minlength=num_regions)
+    return {"photos": len(labels), "regions": int((counts > 0).sum()), "chance_accuracy": round(
+        float(counts.max() / counts.sum()), 4), "points": points,
+        "fit": {"intercept": round(fit[0], 4), "slope_per_doubling": round(fit[1], 4)},
+        "target_accuracy": target,
+        "photos_per_region_for_target": None if needed is None else round(needed, 1),
+        "extrapolated": needed is not None and needed > measured}
+
+
+def curve_image(result: dict, size: tuple[int, int] = (640, 420)) -> Image.Image:
+    """The curve as a picture: measured points (with their spread), the fitted line, the target."""
+    w, h = size
+    left, right, top, bottom = 56, 20, 34, 46
+    points = result["points"]
+    target = result["target_accuracy"]
+    needed = result["photos_per_region_for_target"]
+    xs = [p["photos_per_region"] for p in points] + ([needed] if needed else [])
+    x_lo = 2 ** math.floor(math.log2(max(min(xs), 0.5)))
+    x_hi = 2 ** math.ceil(math.log2(max(max(xs), x_lo * 2)))
+
+    def px(v: float) -> float:
+        return left + (math.log2(v) - math.log2(x_lo)) / (math.log2(x_hi) - math.log2(x_lo)) * (w - left - right)
+
+    def py(a: float) -> float:
+        return h - bottom - min(max(a, 0.0), 1.0) * (h - top - bottom)
+
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    for a in np.linspace(0, 1, 6):  # accuracy grid
+        draw.line([(left, py(a)), (w - right, py(a))], fill=(232, 232, 232))
+        draw.text((8, py(a) - 6), f"{a:.0%}", fill="black", font=font)
+    tick = x_lo
+    while tick <= x_hi:
+        draw.line([(px(tick), top), (px(tick), h - bottom)], fill=(232, 232, 232))
+        draw.text((px(tick) - 6, h - bottom + 6), f"{tick:g}", fill="black", font=font)
+        tick *= 2
+    draw.rectangle([left, top, w - right, h - bottom], outline=(120, 120, 120))
+    draw.line([(left, py(target)), (w - right, py(target))], fill=(220, 60, 60), width=2)
+    draw.text((left + 6, py(target) - 14), f"target {target:.0%}", fill=(200, 40, 40), font=font)
+    chance = result["chance_accuracy"]
+    draw.line([(left, py(chance)), (w - right, py(chance))], fill=(160, 160, 160), width=1)
+    draw.text((w - right - 110, py(chance) - 14), f"largest region {chance:.0%}", fill=(110, 110, 110), font=font)
+    intercept, slope = result["fit"]["intercept"], result["fit"]["slope_per_doubling"]
+    line = [(px(v), py(intercept + slope * math.log2(v))) for v in np.geomspace(x_lo, x_hi, 50)]
+    for (x0, y0), (x1, y1) in list(zip(line, line[1:]))[::2]:  # dashed: fitted, and extrapolated beyond the data
+        draw.line([(x0, y0), (x1, y1)], fill=(70, 110, 200), width=2)
+    for p in points:
+        x, y, s = px(p["photos_per_region"]), py(p["accuracy"]), p["accuracy_std"]
+        draw.line([(x, py(p["accuracy"] - s)), (x, py(p["accuracy"] + s))], fill=(30, 60, 140), width=2)
+        draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(30, 60, 140))
+    if needed:
+        draw.ellipse([px(needed) - 4, py(target) - 4, px(needed) + 4, py(target) + 4], outline=(200, 40, 40), width=2)
+        draw.text((px(needed) - 40, py(target) + 8), f"~{needed:.0f} photos", fill=(200, 40, 40), font=font)
+    draw.text((left, 10), f"Leave-one-out matching accuracy, {result['photos']} photos, {result['regions']} regions"
+              f" (+{slope:.1%} per doubling)", fill="black", font=font)
+    draw.text((left + (w - left - right) // 2 - 80, h - 20), "labelled photos per region (log scale)",
+              fill="black", font=font)
+    return img
+
+
+def measure(csv: str | Path, images: str | Path, model_cfg: ModelConfig, *, image_size: int,
+            device: torch.device, num_regions: int | None = None, batch_size: int = 16,
+            **curve: object) -> tuple[dict, list[str]]:
+    """The learning curve of a labels CSV: (result of `learning_curve`, problems of photos left out).
+
+    Unreadable photos are left out (each named in the problems) rather than stopping the
+    measurement; `model_cfg.match_layers` are the layers matched, as in stage 1.
+    `num_regions`: default the largest Region_ID.
+    """
+    from geomodel.data.images import verify_image
+    from geomodel.data.labels import read_labels
+    from geomodel.data.transforms import build_transforms
+    from geomodel.errors import DataError, ImageError
+
+    df = read_labels(csv, num_regions=num_regions)
+    model_cfg = replace(model_cfg, num_regions=num_regions or int(df["Region_ID"].max()))
+    images = Path(images)
+    if not images.is_dir():
+        raise DataError(f"image folder not found: {images}")
+    problems, usable = [], []
+    for row, name in zip(df["row"], df["filename"]):
+        try:
+            verify_image(images / name)
+            usable.append(True)
+        except ImageError as exc:
+            problems.append(f"line {int(row) + 2}: {exc}")
+            usable.append(False)
+    df = df.loc[usable].reset_index(drop=True)
+    if df["region"].nunique() < 2:
+        raise DataError(f"{csv}: a learning curve needs photos of at least two regions "
+                        f"({len(df)} usable photo(s))")
+    model = RegionClassifier(model_cfg, image_size=image_size).to(device)
+    norm = (model.backbone.mean, model.backbone.std)
+    views = [build_transforms(norm, image_size, train=False)]
+    if model_cfg.match_zoom < 1:
+        views.append(build_transforms(norm, image_size, train=False, zoom=model_cfg.match_zoom))
+    maps = photo_maps(model, [images / f for f in df["filename"]], views, device=device, batch_size=batch_size)
+    result = learning_curve(maps, torch.tensor(df["region"].to_numpy()), model_cfg.num_regions,
+                            dim=model_cfg.match_dim, mode=model_cfg.match_mode, **curve)
+    return {**result, "csv": str(csv), "backbone": model_cfg.backbone, "image_size": image_size,
+            "match_layers": model_cfg.match_layers, "photos_left_out": len(problems)}, problems
