@@ -24,16 +24,17 @@ def _region_maps(per_region: int = 12, regions: int = 4, noise: float = 1.5, see
     return [torch.stack([plain, plain.flip(-1)], dim=1)], labels  # views: plain, mirrored
 
 
-def test_excluded_photo_is_not_its_own_match() -> None:
+def test_a_match_set_to_minus_one_leaves_that_photo_out() -> None:
     maps, labels = _region_maps(per_region=1, regions=4, noise=0.0)
     matcher = LocalMatcher(1, num_regions=4, dim=8)
     matcher.fit(maps, labels)
-    queries = [maps[0][:, 0]]
-    assert torch.equal(matcher.region_scores(queries).argmax(1), labels)  # each finds itself
-    left_out = matcher.region_scores(queries, exclude=torch.arange(4))
+    matches = matcher.descriptor_matches([maps[0][:, 0]])  # each photo against the 4-photo gallery
+    assert torch.equal(matcher.aggregate(matches).argmax(1), labels)  # each finds itself
+    assert torch.equal(matcher.aggregate(matches), matcher.region_scores([maps[0][:, 0]]))
+    own = torch.eye(4, dtype=torch.bool)[:, :, None]
+    left_out = matcher.aggregate([m.masked_fill(own, -1.0) for m in matches])
     assert (left_out.gather(1, labels[:, None]) == -1).all()  # its region has no other photo
-    partly = matcher.region_scores(queries, exclude=torch.tensor([0, -1, -1, -1]))
-    assert partly[0, 0] == -1 and torch.equal(partly[1:].argmax(1), labels[1:])
+    assert (left_out.max(1).values > -1).all()  # the others still score
 
 
 def test_accuracy_grows_with_the_gallery_and_is_reported_per_share() -> None:
@@ -45,7 +46,9 @@ def test_accuracy_grows_with_the_gallery_and_is_reported_per_share() -> None:
     assert small["photos_per_region"] < full["photos_per_region"] == 11.0  # 12 photos, itself left out
     assert full["accuracy"] > small["accuracy"]
     assert full["top3_accuracy"] >= full["accuracy"]
-    assert result["fit"]["slope_per_doubling"] > 0 and result["photos"] == 48 and result["regions"] == 4
+    assert result["fit"]["slope_per_doubling"] > 0 and result["photos"] == result["queries"] == 48
+    sampled = learning_curve(maps, labels, 4, fractions=(1.0,), dim=8, max_queries=20, progress=False)
+    assert sampled["queries"] == 20 and sampled["photos"] == 48  # queries sampled, all photos in the gallery
     json.dumps(result)  # plain types only
     img = curve_image(result)
     assert img.size == (640, 420) and len(img.getcolors(maxcolors=1 << 16)) > 3
@@ -56,6 +59,7 @@ def test_log2_fit_and_the_photos_a_target_needs() -> None:
     assert fit == pytest.approx((0.1, 0.1))
     assert photos_needed(fit, 0.7) == pytest.approx(64.0)
     assert photos_needed((0.5, 0.0), 0.7) is None  # a flat curve never gets there
+    assert log2_fit([4, 4], [0.3, 0.4]) is None and photos_needed(None, 0.7) is None  # one gallery size: no line
 
 
 def test_bad_gallery_shares_are_refused() -> None:
@@ -95,7 +99,9 @@ def test_real_campus_photos_match_well_above_chance(shared_data: Path, tmp_path:
     campus = shared_data / "campus"
     assert main(["learning-curve", "--csv", str(campus / "labels.csv"), "--images", str(campus / "images"),
                  "--out", str(tmp_path), "--shares", "1", "--device", "cpu"]) == 0
-    point, = json.loads((tmp_path / "curve.json").read_text())["points"]
+    result = json.loads((tmp_path / "curve.json").read_text())
+    point, = result["points"]
+    assert result["fit"] is None and result["photos_per_region_for_target"] is None  # one share: no trend
     assert point["accuracy"] > 0.45 and point["top3_accuracy"] > 0.65
     counts = pd.read_csv(campus / "labels.csv")["Region_ID"].value_counts().to_numpy()
     assert np.isclose(point["photos_per_region"], (counts * (counts - 1)).sum() / counts.sum(), atol=0.01)

@@ -280,20 +280,23 @@ def run_learning_curve(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "curve.json").write_text(json.dumps({**result, "problems": problems}, indent=2))
     curve_image(result).save(args.out / "curve.png")
-    print(f"{result['photos']} photos, {result['regions']} regions; leave-one-out matching accuracy "
+    sampled = f" ({result['queries']} of them as queries)" if result["queries"] < result["photos"] else ""
+    print(f"{result['photos']} photos{sampled}, {result['regions']} regions; leave-one-out matching accuracy "
           f"(largest region alone: {result['chance_accuracy']:.0%}):")
     print("  photos/region  accuracy        top-3")
     for p in result["points"]:
         print(f"  {p['photos_per_region']:>13.1f}  {p['accuracy']:>6.1%} ± {p['accuracy_std']:.1%}  "
               f"{p['top3_accuracy']:>6.1%}")
-    slope, needed = result["fit"]["slope_per_doubling"], result["photos_per_region_for_target"]
-    if needed is None:
-        print(f"accuracy does not rise with more photos here ({slope:+.1%} per doubling): more photos of the "
-              "same kind will not help; look at the regions' definitions and the photos")
+    needed = result["photos_per_region_for_target"]
+    if result["fit"] is None:
+        print("one gallery size only: give --shares two or more values for a trend")
+    elif needed is None:
+        print(f"accuracy does not rise with more photos here ({result['fit']['slope_per_doubling']:+.1%} per "
+              "doubling): more photos of the same kind will not help; look at the regions and the photos")
     else:
         how = "an extrapolation beyond the measured range" if result["extrapolated"] else "within the measured range"
-        print(f"{slope:+.1%} per doubling of the photos per region: {args.target:.0%} needs about {needed:.0f} "
-              f"photos per region ({how})")
+        print(f"{result['fit']['slope_per_doubling']:+.1%} per doubling of the photos per region: "
+              f"{args.target:.0%} needs about {needed:.0f} photos per region ({how})")
     print(f"written: {args.out / 'curve.json'}, {args.out / 'curve.png'}")
     return 0
 

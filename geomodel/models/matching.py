@@ -135,22 +135,20 @@ class LocalMatcher(nn.Module):
         out = torch.full((values.shape[0], self.num_regions, *values.shape[2:]), -1.0, device=values.device)
         return out.scatter_reduce(1, index, values, reduce="amax")
 
-    def region_scores(self, layer_maps: Sequence[torch.Tensor], exclude: torch.Tensor | None = None) -> torch.Tensor:
+    def region_scores(self, layer_maps: Sequence[torch.Tensor]) -> torch.Tensor:
         """(B, R) mean cosine similarity of the query's descriptors to their best match in each region.
 
         `mode="region"`: every query descriptor takes its best match among all of a region's
         photos (a place seen in pieces across several photos still scores); `"photo"`: the
         region's single best-matching photo. Regions without photos score -1.
-        `exclude` (B,): the gallery index of each query's own photo, left out of its
-        matching (-1: none), for leave-one-out scoring of photos that are in the gallery.
         """
-        matches = self.descriptor_matches(layer_maps)
-        if exclude is not None:
-            rows = torch.nonzero(exclude >= 0).flatten()
-            for m in matches:
-                m[rows.to(m.device), exclude[rows].to(m.device)] = -1.0
+        return self.aggregate(self.descriptor_matches(layer_maps))
+
+    def aggregate(self, matches: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(B, R) region scores from `descriptor_matches`' per-layer (B, N, P); a match set to -1
+        leaves that gallery photo out of that query's scoring (e.g. the query's own photo)."""
         if self.mode == "photo":
-            return self._by_region(self._per_photo(matches))
+            return self._by_region(self._per_photo(list(matches)))
         return sum(self._by_region(m).mean(dim=2) for m in matches) / self.num_layers
 
     def forward(self, layer_maps: Sequence[torch.Tensor]) -> torch.Tensor:  # -> (B, R) probabilities
