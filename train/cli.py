@@ -253,11 +253,15 @@ def run_learning_curve(args: argparse.Namespace) -> int:
     from geomodel.config import ModelConfig
     from geomodel.engine.learning_curve import curve_image, measure
     from geomodel.engine.loop import resolve_device
+    from geomodel.models.region import RegionClassifier
 
     try:
         layers = [x.strip() for x in args.match_layers.split(",") if x.strip()]
+        if not layers:
+            raise ValueError("--match-layers: name the layers to match, e.g. 14,head")
         cfg = ModelConfig(kind="region", backbone=args.backbone, pretrained=args.pretrained == "imagenet",
                           feature_layers=layers, match_layers=layers)
+        model = RegionClassifier(cfg, image_size=args.image_size)  # a wrong backbone or layer fails here
         try:
             shares = [float(x) for x in args.shares.split(",") if x.strip()]
         except ValueError:
@@ -271,7 +275,7 @@ def run_learning_curve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result, problems = measure(args.csv, args.images, cfg, image_size=args.image_size,
+    result, problems = measure(args.csv, args.images, model, image_size=args.image_size,
                                device=resolve_device(args.device), num_regions=args.num_regions,
                                batch_size=args.batch_size, fractions=shares, repeats=args.repeats,
                                seed=args.seed, target=args.target)

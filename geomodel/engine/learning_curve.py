@@ -13,7 +13,6 @@ photos (no labels are involved), where stage 1 fits it on its training photos.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -24,7 +23,6 @@ from tqdm.auto import tqdm
 
 from geomodel.engine.gallery import view_maps
 from geomodel.models.matching import LocalMatcher
-from geomodel.config import ModelConfig
 from geomodel.models.region import RegionClassifier
 
 
@@ -186,14 +184,14 @@ def curve_image(result: dict, size: tuple[int, int] = (640, 420)) -> Image.Image
     return img
 
 
-def measure(csv: str | Path, images: str | Path, model_cfg: ModelConfig, *, image_size: int,
+def measure(csv: str | Path, images: str | Path, model: RegionClassifier, *, image_size: int,
             device: torch.device, num_regions: int | None = None, batch_size: int = 16,
             **curve: object) -> tuple[dict, list[str]]:
     """The learning curve of a labels CSV: (result of `learning_curve`, problems of photos left out).
 
-    Unreadable photos are left out (each named in the problems) rather than stopping the
-    measurement; `model_cfg.match_layers` are the layers matched, as in stage 1.
-    `num_regions`: default the largest Region_ID.
+    `model` supplies the trunk and which layers are matched (`cfg.match_layers`, as in
+    stage 1); its head is not used. Unreadable photos are left out (each named in the
+    problems) rather than stopping the measurement. `num_regions`: default the largest Region_ID.
     """
     from geomodel.data.images import verify_image
     from geomodel.data.labels import read_labels
@@ -201,7 +199,6 @@ def measure(csv: str | Path, images: str | Path, model_cfg: ModelConfig, *, imag
     from geomodel.errors import DataError, ImageError
 
     df = read_labels(csv, num_regions=num_regions)
-    model_cfg = replace(model_cfg, num_regions=num_regions or int(df["Region_ID"].max()))
     images = Path(images)
     if not images.is_dir():
         raise DataError(f"image folder not found: {images}")
@@ -213,17 +210,19 @@ def measure(csv: str | Path, images: str | Path, model_cfg: ModelConfig, *, imag
         except ImageError as exc:
             problems.append(f"line {int(row) + 2}: {exc}")
             usable.append(False)
+    num_regions = num_regions or int(df["Region_ID"].max())
     df = df.loc[usable].reset_index(drop=True)
     if df["region"].nunique() < 2:
         raise DataError(f"{csv}: a learning curve needs photos of at least two regions "
                         f"({len(df)} usable photo(s))")
-    model = RegionClassifier(model_cfg, image_size=image_size).to(device)
+    cfg = model.cfg
+    model = model.to(device)
     norm = (model.backbone.mean, model.backbone.std)
     views = [build_transforms(norm, image_size, train=False)]
-    if model_cfg.match_zoom < 1:
-        views.append(build_transforms(norm, image_size, train=False, zoom=model_cfg.match_zoom))
+    if cfg.match_zoom < 1:
+        views.append(build_transforms(norm, image_size, train=False, zoom=cfg.match_zoom))
     maps = photo_maps(model, [images / f for f in df["filename"]], views, device=device, batch_size=batch_size)
-    result = learning_curve(maps, torch.tensor(df["region"].to_numpy()), model_cfg.num_regions,
-                            dim=model_cfg.match_dim, mode=model_cfg.match_mode, **curve)
-    return {**result, "csv": str(csv), "backbone": model_cfg.backbone, "image_size": image_size,
-            "match_layers": model_cfg.match_layers, "photos_left_out": len(problems)}, problems
+    result = learning_curve(maps, torch.tensor(df["region"].to_numpy()), num_regions,
+                            dim=cfg.match_dim, mode=cfg.match_mode, **curve)
+    return {**result, "csv": str(csv), "backbone": cfg.backbone, "image_size": image_size,
+            "match_layers": cfg.match_layers, "photos_left_out": len(problems)}, problems
