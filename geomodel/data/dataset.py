@@ -15,22 +15,28 @@ from geomodel.data.labels import CoordStats
 from geomodel.errors import DataError, ImageError
 
 
-def check_images(df: pd.DataFrame, images_dir: str | Path, csv: str | Path = "labels CSV") -> None:
-    """Fail before training starts, listing every row whose image is missing or unusable.
+def image_problems(df: pd.DataFrame, images_dir: str | Path) -> dict[int, str]:
+    """{position in `df`: "line N: what is wrong"} for every row whose image is missing or unusable.
 
-    Each image is decoded once (`verify_image`), so truncated or corrupt files are
-    found here rather than hours into training.
+    Each image is decoded once (`verify_image`), so truncated or corrupt files are found.
     """
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise DataError(f"image folder not found: {images_dir}")
-    problems = []
-    for row, name in tqdm(zip(df["row"], df["filename"]), total=len(df), desc="checking images",
-                          leave=False, disable=None):
+    problems = {}
+    for i, (row, name) in enumerate(tqdm(zip(df["row"], df["filename"]), total=len(df), desc="checking images",
+                                         leave=False, disable=None)):
         try:
             verify_image(images_dir / name)
         except ImageError as exc:
-            problems.append(f"line {int(row) + 2}: {exc}")
+            problems[i] = f"line {int(row) + 2}: {exc}"
+    return problems
+
+
+def check_images(df: pd.DataFrame, images_dir: str | Path, csv: str | Path = "labels CSV") -> None:
+    """Fail before training starts, listing every row whose image is missing or unusable
+    (found here rather than hours into training)."""
+    problems = list(image_problems(df, images_dir).values())
     if problems:
         shown = "\n  ".join(problems[:10])
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""

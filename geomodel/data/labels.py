@@ -137,6 +137,23 @@ def apply_exclusions(df: pd.DataFrame, exclude: Sequence[str | int]) -> pd.DataF
     return df.loc[keep].reset_index(drop=True)
 
 
+def stratified_pick(regions: np.ndarray, fraction: float, rng: np.random.Generator, *,
+                    singletons: bool = True) -> np.ndarray:
+    """Indices of round(fraction * n) rows of each region (at least 1), in region order.
+
+    Regions in ascending order, each region's rows permuted by `rng`. `singletons=False`
+    picks nothing from a region with a single row (its permutation is still drawn).
+    """
+    picked: list[int] = []
+    for region in np.unique(regions):
+        idx = np.flatnonzero(regions == region)
+        perm = rng.permutation(idx)
+        if len(idx) < 2 and not singletons:
+            continue
+        picked.extend(perm[: max(1, round(fraction * len(idx)))].tolist())
+    return np.asarray(picked, dtype=np.int64)
+
+
 def stratified_split(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split into (kept, held_out), holding out round(fraction * n) photos of each region (at least 1).
 
@@ -144,14 +161,7 @@ def stratified_split(df: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.D
     order permuted by one `numpy.random.default_rng(seed)`. A region with a single
     photo stays entirely in `kept`.
     """
-    rng = np.random.default_rng(seed)
-    held: list[int] = []
-    for region in sorted(df["region"].unique()):
-        idx = np.flatnonzero(df["region"].to_numpy() == region)
-        perm = rng.permutation(idx)
-        if len(idx) < 2:
-            continue
-        held.extend(perm[: max(1, round(fraction * len(idx)))].tolist())
+    held = stratified_pick(df["region"].to_numpy(), fraction, np.random.default_rng(seed), singletons=False)
     mask = np.zeros(len(df), dtype=bool)
     mask[held] = True
     return df.loc[~mask].reset_index(drop=True), df.loc[mask].reset_index(drop=True)

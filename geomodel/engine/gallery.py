@@ -8,7 +8,18 @@ import torch
 from tqdm.auto import tqdm
 
 from geomodel.data.images import load_image
+from geomodel.data.transforms import build_transforms
 from geomodel.models.region import RegionClassifier
+
+
+def gallery_transforms(model: RegionClassifier, image_size: int) -> list[Callable]:
+    """The views stored per photo (each also mirrored by `view_maps`): the plain evaluation view,
+    then (match_zoom < 1) the photo's central share, the same places seen from closer."""
+    norm = (model.backbone.mean, model.backbone.std)
+    views = [build_transforms(norm, image_size, train=False)]
+    if model.cfg.match_zoom < 1:
+        views.append(build_transforms(norm, image_size, train=False, zoom=model.cfg.match_zoom))
+    return views
 
 
 def view_maps(model: RegionClassifier, paths: Sequence[Path], transforms: Sequence[Callable], device: torch.device,

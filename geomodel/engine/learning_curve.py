@@ -21,7 +21,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
-from geomodel.engine.gallery import view_maps
+from geomodel.data.labels import stratified_pick
+from geomodel.engine.gallery import gallery_transforms, view_maps
 from geomodel.models.matching import LocalMatcher
 from geomodel.models.region import RegionClassifier
 
@@ -33,15 +34,6 @@ def photo_maps(model: RegionClassifier, paths: Sequence[Path], transforms: Seque
     model.eval()
     parts = list(view_maps(model, list(paths), transforms, device, batch_size, "descriptor maps"))
     return [torch.cat(layer).cpu() for layer in zip(*parts)]
-
-
-def _gallery(regions: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """Sorted indices of round(fraction * n) photos of each region (at least one)."""
-    keep = []
-    for region in np.unique(regions):
-        idx = np.flatnonzero(regions == region)
-        keep.extend(rng.permutation(idx)[:max(1, round(fraction * len(idx)))].tolist())
-    return np.sort(np.asarray(keep))
 
 
 @torch.no_grad()
@@ -94,7 +86,7 @@ def learning_curve(maps: Sequence[torch.Tensor], regions: torch.Tensor, num_regi
     labels = regions.numpy()
     rng = np.random.default_rng(seed)
     queries = (np.arange(len(labels)) if len(labels) <= max_queries
-               else _gallery(labels, max_queries / len(labels), rng))
+               else np.sort(stratified_pick(labels, max_queries / len(labels), rng)))
     matcher = LocalMatcher(len(maps), num_regions, dim=dim, mode=mode)
     best = all_matches(matcher, maps, regions, queries)  # the expensive part, done once
     own_photo = torch.as_tensor(queries)[:, None] == torch.arange(len(labels))[None]  # (Q, N)
@@ -103,7 +95,7 @@ def learning_curve(maps: Sequence[torch.Tensor], regions: torch.Tensor, num_regi
     runs: dict[float, list[tuple[float, float, float]]] = {}
     for fraction, _ in tqdm(jobs, desc="learning curve", leave=False, disable=None if progress else True):
         in_gallery = np.zeros(len(labels), dtype=bool)
-        in_gallery[_gallery(labels, fraction, rng)] = True
+        in_gallery[stratified_pick(labels, fraction, rng)] = True
         left_out = own_photo | ~torch.as_tensor(in_gallery)[None]
         scores = matcher.aggregate([m.float().masked_fill_(left_out[:, :, None], -1.0) for m in best])
         rank = (scores > scores.gather(1, truth)).sum(1)
@@ -193,36 +185,22 @@ def measure(csv: str | Path, images: str | Path, model: RegionClassifier, *, ima
     stage 1); its head is not used. Unreadable photos are left out (each named in the
     problems) rather than stopping the measurement. `num_regions`: default the largest Region_ID.
     """
-    from geomodel.data.images import verify_image
+    from geomodel.data.dataset import image_problems
     from geomodel.data.labels import read_labels
-    from geomodel.data.transforms import build_transforms
-    from geomodel.errors import DataError, ImageError
+    from geomodel.errors import DataError
 
     df = read_labels(csv, num_regions=num_regions)
-    images = Path(images)
-    if not images.is_dir():
-        raise DataError(f"image folder not found: {images}")
-    problems, usable = [], []
-    for row, name in zip(df["row"], df["filename"]):
-        try:
-            verify_image(images / name)
-            usable.append(True)
-        except ImageError as exc:
-            problems.append(f"line {int(row) + 2}: {exc}")
-            usable.append(False)
     num_regions = num_regions or int(df["Region_ID"].max())
-    df = df.loc[usable].reset_index(drop=True)
+    problems = image_problems(df, images)
+    df = df.drop(index=df.index[list(problems)]).reset_index(drop=True)
     if df["region"].nunique() < 2:
         raise DataError(f"{csv}: a learning curve needs photos of at least two regions "
                         f"({len(df)} usable photo(s))")
     cfg = model.cfg
     model = model.to(device)
-    norm = (model.backbone.mean, model.backbone.std)
-    views = [build_transforms(norm, image_size, train=False)]
-    if cfg.match_zoom < 1:
-        views.append(build_transforms(norm, image_size, train=False, zoom=cfg.match_zoom))
-    maps = photo_maps(model, [images / f for f in df["filename"]], views, device=device, batch_size=batch_size)
+    maps = photo_maps(model, [Path(images) / f for f in df["filename"]], gallery_transforms(model, image_size),
+                      device=device, batch_size=batch_size)
     result = learning_curve(maps, torch.tensor(df["region"].to_numpy()), num_regions,
                             dim=cfg.match_dim, mode=cfg.match_mode, **curve)
     return {**result, "csv": str(csv), "backbone": cfg.backbone, "image_size": image_size,
-            "match_layers": cfg.match_layers, "photos_left_out": len(problems)}, problems
+            "match_layers": cfg.match_layers, "photos_left_out": len(problems)}, list(problems.values())

@@ -26,7 +26,7 @@ from geomodel.data.transforms import build_transforms
 from geomodel.engine import distributed as dist
 from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
 from geomodel.engine.features import FeatureCache, extract_features
-from geomodel.engine.gallery import fit_matcher
+from geomodel.engine.gallery import fit_matcher, gallery_transforms
 from geomodel.engine.loop import (Stage, cosine_with_warm_restarts, fit, resolve_device, seed_everything,
                                   to_device)
 from geomodel.errors import CheckpointError, DataError
@@ -306,14 +306,11 @@ def _add_gallery(prep: Prepared, cfg: TrainConfig, out_dir: Path, device: torch.
     themselves: with tens of photos per region every labelled photo is worth keeping.
     """
     model, ckpt = load_region_model(out_dir, device)
-    norm, size = (model.backbone.mean, model.backbone.std), ckpt["image_size"]
-    transform = build_transforms(norm, size, train=False)
+    views = gallery_transforms(model, ckpt["image_size"])
+    transform = views[0]  # the plain evaluation view
     n = len(prep.train)
     regions = torch.tensor(np.concatenate([prep.train["region"].to_numpy(np.int64),
                                            prep.val["region"].to_numpy(np.int64)]))
-    views = [transform]
-    if model.cfg.match_zoom < 1:  # the same places seen from closer
-        views.append(build_transforms(norm, size, train=False, zoom=model.cfg.match_zoom))
     fit_matcher(model, _paths(prep.train, prep.train_images) + _paths(prep.val, prep.val_images), regions,
                 views, device=device, batch_size=cfg.batch_size, whitening_photos=min(512, n))
     everything = model.matcher.galleries()
