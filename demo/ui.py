@@ -140,8 +140,11 @@ def model_markdown(info: ModelInfo, config: AppConfig) -> str:
     if "accuracy" in reg:
         rows.append(("Region accuracy (training hold-out)", f"{reg['accuracy']:.1%}"))
     if "gallery_size" in reg:
-        rows.append(("Local matching", f"against {reg['gallery_size']:,} labelled photos (head alone: "
-                                       f"{reg.get('head_accuracy', float('nan')):.1%} on the hold-out)"))
+        per_region = reg["gallery_size"] / max(len(info.region_names), 1)
+        rows.append(("Local matching", f"against {reg['gallery_size']:,} labelled photos, ~{per_region:.0f} per "
+                                       f"region (head alone: {reg.get('head_accuracy', float('nan')):.1%} on the "
+                                       "hold-out); more photos per region raise accuracy most: "
+                                       + R.code_span("python -m train learning-curve") + " says how many"))
     if "median_error" in crd:
         rows.append(("Median error (training hold-out)", f"{crd['median_error']:,.1f} {e(info.error_unit)}"))
     if "coord_mse" in crd:

@@ -460,7 +460,8 @@ def test_model_tab_describes_local_matching_when_the_model_has_it():
     assert "Local matching" not in model_markdown(info, cfg)  # the bundled model has no gallery
     region = {**info.metrics["region"], "accuracy": 0.5, "head_accuracy": 0.42, "gallery_size": 162}
     text = model_markdown(replace(info, metrics={**info.metrics, "region": region}), cfg)
-    assert "| Local matching | against 162 labelled photos (head alone: 42.0% on the hold-out) |" in text
+    assert "| Local matching | against 162 labelled photos, ~27 per region (head alone: 42.0% on the hold-out); " in text
+    assert "`python -m train learning-curve` says how many |" in text
     assert "| Region accuracy (training hold-out) | 50.0% |" in text
 
 
