@@ -37,6 +37,12 @@ def view_maps(model: RegionClassifier, paths: Sequence[Path], transforms: Sequen
         yield [torch.stack(layer, dim=1).to(torch.float16) for layer in zip(*views)]
 
 
+def photo_maps(model: RegionClassifier, paths: Sequence[Path], transforms: Sequence[Callable], *,
+               device: torch.device, batch_size: int = 16, desc: str = "descriptor maps") -> list[torch.Tensor]:
+    """Every photo's `view_maps` at once: per matched layer (N, V, C, h, w) float16, on `device`."""
+    return [torch.cat(parts) for parts in zip(*view_maps(model, paths, transforms, device, batch_size, desc))]
+
+
 @torch.no_grad()
 def fit_matcher(model: RegionClassifier, paths: Sequence[Path], regions: torch.Tensor,
                 transforms: Sequence[Callable], *,
@@ -55,7 +61,7 @@ def fit_matcher(model: RegionClassifier, paths: Sequence[Path], regions: torch.T
     model.eval()
     paths = list(paths)
     head = paths[:whitening_photos]
-    raw = [torch.cat(parts) for parts in zip(*view_maps(model, head, transforms, device, batch_size, desc))]
+    raw = photo_maps(model, head, transforms, device=device, batch_size=batch_size, desc=desc)
     matcher.fit_whitening([maps[:, 0].float() for maps in raw])
     encoded = [matcher.encode(raw)]
     del raw

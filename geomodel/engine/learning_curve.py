@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -22,18 +22,9 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from geomodel.data.labels import stratified_pick
-from geomodel.engine.gallery import gallery_transforms, view_maps
+from geomodel.engine.gallery import gallery_transforms, photo_maps
 from geomodel.models.matching import LocalMatcher
 from geomodel.models.region import RegionClassifier
-
-
-@torch.no_grad()
-def photo_maps(model: RegionClassifier, paths: Sequence[Path], transforms: Sequence[Callable], *,
-               device: torch.device, batch_size: int = 16) -> list[torch.Tensor]:
-    """Per matched layer (N, V, C, h, w) float16: each transform's view of each photo and its mirror."""
-    model.eval()
-    parts = list(view_maps(model, list(paths), transforms, device, batch_size, "descriptor maps"))
-    return [torch.cat(layer).cpu() for layer in zip(*parts)]
 
 
 @torch.no_grad()
@@ -197,9 +188,11 @@ def measure(csv: str | Path, images: str | Path, model: RegionClassifier, *, ima
         raise DataError(f"{csv}: a learning curve needs photos of at least two regions "
                         f"({len(df)} usable photo(s))")
     cfg = model.cfg
-    model = model.to(device)
-    maps = photo_maps(model, [Path(images) / f for f in df["filename"]], gallery_transforms(model, image_size),
-                      device=device, batch_size=batch_size)
+    model = model.to(device).eval()
+    with torch.no_grad():
+        maps = [m.cpu() for m in photo_maps(model, [Path(images) / f for f in df["filename"]],
+                                            gallery_transforms(model, image_size), device=device,
+                                            batch_size=batch_size)]
     result = learning_curve(maps, torch.tensor(df["region"].to_numpy()), num_regions,
                             dim=cfg.match_dim, mode=cfg.match_mode, **curve)
     return {**result, "csv": str(csv), "backbone": cfg.backbone, "image_size": image_size,
