@@ -1,14 +1,19 @@
 """Pure Folium map builders for the demo: plain data in, an HTML string out.
 
 The maps must work offline inside a sandboxed ``<iframe srcdoc>``, so Leaflet's JS/CSS are
-inlined from the ``xstatic-leaflet`` package and folium's CDN links (leaflet, jquery, bootstrap,
-awesome-markers, font-awesome) are dropped. Only ``CircleMarker``/``PolyLine`` are used, since
-icon markers need the dropped assets.
+inlined from the ``xstatic-leaflet`` package (and Leaflet.markercluster's from
+``xstatic-leaflet-markercluster``), and folium's CDN links (leaflet, jquery, bootstrap,
+awesome-markers, font-awesome, markercluster) are dropped.
+
+Points and regions are drawn by ``map.js`` (inlined too) from one JSON payload: a photo costs
+about a hundred bytes, not a Leaflet call per marker, so maps of thousands of photos stay light.
+Beyond ``CLUSTER_ABOVE`` photos the markers are clustered.
 
 Security: folium's ``Popup``/``Tooltip`` put their text into JS template literals (``${...}``
 runs) and re-parse it as a Jinja template (``{{ ... }}`` runs on the server). User-controlled
-strings therefore never go through them: popups and tooltips are bound by ``_BindPopup``, which
-HTML-escapes them, JSON-encodes them with ``<``/``>``/``&`` escaped, and emits raw script text.
+strings (file names, region names) therefore never go through them: every string in the
+payload is HTML-escaped in Python and JSON-encoded with ``<``/``>``/``&``/``'`` escaped, and
+``map.js`` only joins those escaped strings, fixed labels and numbers into markup.
 """
 
 from __future__ import annotations
@@ -26,19 +31,24 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import folium
-import numpy as np
 from branca.element import Element, MacroElement
-from folium.template import tojavascript
+from folium.plugins import MarkerCluster
+from folium.template import Template
 from PIL import Image
+
+from demo.colours import ColourScale, error_scale
+from demo.map_regions import RegionFill, region_bounds, region_list, regions_payload
 
 PRED_COLOUR = "#1f77b4"
 TRUE_COLOUR = "#9b2fae"
 LINE_COLOUR = "#666666"  # error lines when not coloured by error, or error unknown
-ERROR_STOPS = ("#1a9850", "#e6b800", "#d73027")  # green -> yellow -> red
-ERROR_QUANTILES = (0.05, 0.5, 0.95)  # error quantiles mapped onto ERROR_STOPS
+ERROR_QUANTILES = (0.05, 0.5, 0.95)  # error lines: green at the 5th percentile, yellow at the median, red at the 95th
+CLUSTER_ABOVE = 200  # more photos than this: markers are clustered, error lines start hidden
 MAX_PLAN_PX = 2048  # larger plans are downscaled: the whole PNG travels in the srcdoc
 _FONT_SIZE = "13px"  # Leaflet controls; folium's default 1rem makes the layer list bulky
 _THUMB_RE = re.compile(r"data:image/(?:jpeg|png|webp|gif);base64,[A-Za-z0-9+/]+=*")
+# A thumbnail the app serves itself: a relative URL (resolved against the app's page), plain characters only.
+_THUMB_URL_RE = re.compile(r"(?!/)(?!.*//)(?!.*\.\./)[A-Za-z0-9_./=%-]+\.(?:jpg|jpeg|png|webp)")
 
 Bounds = tuple[tuple[float, float], tuple[float, float]]
 
@@ -55,8 +65,10 @@ class MapPoint:
     true_lon: float | None = None
     true_region: str | None = None
     error: float | None = None  # distance predicted -> true, in the map's error_unit
-    thumbnail: str | None = None  # data:image/...;base64 URI (see thumbnail_data_uri)
+    thumbnail: str | None = None  # data:image/...;base64 URI (see thumbnail_data_uri), or a relative URL
     extra: dict[str, Any] = field(default_factory=dict)  # more popup rows
+    region_values: Sequence[float] | None = None  # one per region (e.g. predicted probabilities), for fills
+    # that follow the selected point (RegionFill.follow_points)
 
     def __post_init__(self) -> None:
         if not (_finite(self.lat) and _finite(self.lon)):
@@ -67,14 +79,18 @@ class MapPoint:
             raise ValueError(f"{self.name!r}: true coordinates must be finite numbers")
         if self.error is not None and not _finite(self.error):
             raise ValueError(f"{self.name!r}: error must be a finite number or None")
-        if self.thumbnail is not None and not _THUMB_RE.fullmatch(self.thumbnail):
-            raise ValueError(f"{self.name!r}: thumbnail must be a data:image/...;base64 URI")
+        if self.thumbnail is not None and not (_THUMB_RE.fullmatch(self.thumbnail)
+                                               or _THUMB_URL_RE.fullmatch(self.thumbnail)):
+            raise ValueError(f"{self.name!r}: thumbnail must be a data:image/...;base64 URI or a relative "
+                             "URL of an image")
         # numpy scalars (float32 is not a float) must not reach json.dumps
         self.lat, self.lon = float(self.lat), float(self.lon)
         if self.has_truth:
             self.true_lat, self.true_lon = float(self.true_lat), float(self.true_lon)
         if self.error is not None:
             self.error = float(self.error)
+        if self.region_values is not None:
+            self.region_values = [float(v) for v in self.region_values]
 
     @property
     def has_truth(self) -> bool:
@@ -122,22 +138,41 @@ def build_map(
     error_unit: str = "",
     colour_by_error: bool = True,
     title: str | None = None,
+    regions: Any = None,
+    region_fills: Sequence[RegionFill] = (),
+    selected: int | None = None,
+    cluster: bool | None = None,
 ) -> folium.Map:
-    """Build an offline Folium map of predictions, ground truth and error lines.
+    """Build an offline Folium map of predictions, ground truth, error lines and regions.
 
     ``frame`` is ``"wgs84"`` (degrees, OpenStreetMap tiles) or ``"planar"`` (any unit,
     ``L.CRS.Simple``, no tiles, optional ``plan`` image under the points).
+
+    ``regions``: a GeoJSON FeatureCollection in the agreed ``regions.geojson`` format (or a
+    ``geomodel.regions.Regions``), drawn as outlines with their names. Each of ``region_fills``
+    colours them by its values, with a legend; with several, the layer list switches between
+    them. A fill with ``follow_points`` shows the values of the point whose index is
+    ``selected`` (default: the first point that has ``region_values``), and of any point clicked
+    afterwards, or selected by the parent page (``postMessage({gmSelect: index})``).
+    ``cluster``: cluster the markers (default: beyond ``CLUSTER_ABOVE`` points).
     """
     if frame not in FRAMES:
         raise ValueError(f"unknown frame {frame!r}; valid frames: {', '.join(FRAMES)}")
+    region_items = region_list(regions) if regions is not None else []
+    if region_fills and not region_items:
+        raise ValueError("region_fills need regions")
+    cluster = len(points) > CLUSTER_ABOVE if cluster is None else cluster
     m = FRAMES[frame]()
-    _make_offline(m)
+    _make_offline(m, cluster)
 
-    bounds = _data_bounds(points, plan, frame)
+    bounds = _data_bounds(points, plan, frame, region_bounds(region_items) if region_items else None)
     if frame == "planar" and bounds is not None:
         (s, w), (n, e) = bounds
         # Simple CRS: 1 unit = 1 px at zoom 0; allow zooming out until the extent is ~100 px.
         m.options["min_zoom"] = math.floor(math.log2(100.0 / max(n - s, e - w)))
+        m.options["max_zoom"] = m.options["min_zoom"] + 9  # the extent at ~50,000 px
+    elif frame == "wgs84":
+        m.options["max_zoom"] = 19  # OpenStreetMap's deepest tiles
     if bounds is not None:
         m.location = [(bounds[0][0] + bounds[1][0]) / 2, (bounds[0][1] + bounds[1][1]) / 2]
         m.add_child(_FitBounds(bounds), name="gm_fit_bounds")
@@ -149,43 +184,52 @@ def build_map(
             name="Plan", pixelated=False, pane="plan",
         ).add_to(m)
 
-    scale = _error_scale([p.error for p in points if p.has_truth]) if colour_by_error else None
-    lines = folium.FeatureGroup(name="Error lines")
-    truth = folium.FeatureGroup(name="Ground truth")
-    preds = folium.FeatureGroup(name="Predictions")
-    for p in points:
-        popup = _popup_html(p, frame, error_unit)
-        if p.has_truth:
-            colour = _error_colour(p.error, scale) if scale and p.error is not None else LINE_COLOUR
-            folium.PolyLine([[p.lat, p.lon], [p.true_lat, p.true_lon]], color=colour,
-                            weight=2.5, opacity=0.85).add_to(lines)
-            _circle(p.true_lat, p.true_lon, TRUE_COLOUR, popup, f"{p.name} (truth)").add_to(truth)
-        _circle(p.lat, p.lon, PRED_COLOUR, popup, p.name).add_to(preds)
-    for group in (lines, truth, preds):  # later groups draw on top
-        group.add_to(m)
-    folium.LayerControl(collapsed=False).add_to(m)
+    scale = (error_scale([p.error for p in points if p.has_truth], error_unit, quantiles=ERROR_QUANTILES)
+             if colour_by_error and any(p.error is not None for p in points if p.has_truth) else None)
+    follow = next((k for k, f in enumerate(region_fills) if f.follow_points), -1)
+    payload = _payload(points, frame, error_unit, scale, region_items, region_fills, follow)
+    data = _Data(payload)
+    m.add_child(data, name="gm_data")
+    gm = _Script(f"var gm_map = new GM.Map({m.get_name()}, {data.get_name()});\n")
+    m.add_child(gm, name="gm_new")
+
+    if region_items:
+        folium.map.CustomPane("gm_regions", z_index=350).add_to(m)  # above the plan, below the points
+        base = len(region_fills) > 1  # several fills: one at a time, chosen in the layer list
+        for k, fill in enumerate(region_fills or [None]):
+            name = "Regions" if fill is None else f"Regions: {fill.name}"
+            _JsLayer(f"gm_map.regions({k if fill is not None else -1})", name, overlay=not base,
+                     show=k == 0).add_to(m)
 
     has_truth = any(p.has_truth for p in points)
-    legend = _legend_html(title, len(points), has_truth, scale, error_unit)
+    groups = {}
+    for key, name, show in (("lines", "Error lines", not cluster), ("truth", "Ground truth", True),
+                            ("preds", "Predictions", True)):  # later groups draw on top
+        if key == "lines" or key == "truth":
+            if not has_truth:
+                continue
+        group = (_cluster_group(name, key) if cluster and key != "lines"
+                 else folium.FeatureGroup(name=name, show=show))
+        group.add_to(m)
+        groups[key] = group
+    refs = ", ".join(f"{k}: {g.get_name()}" for k, g in groups.items())
+    m.add_child(_Script(f"gm_map.points({{{refs}}});\n"), name="gm_points")
+    if region_items:
+        _JsLayer("gm_map.labels()", "Region names", overlay=True, show=True).add_to(m)
+    folium.LayerControl(collapsed=False).add_to(m)
+    initial = _initial_selection(points, selected) if follow >= 0 else -1
+    m.add_child(_Script(f"gm_map.finish({initial});\n"), name="gm_finish")
+
+    legend = _legend_html(title, points, has_truth, scale, region_fills, region_items, initial)
     m.get_root().html.add_child(_Raw(legend), name="gm_legend")
     if title:
         m.get_root().title = html.escape(title)
     return m
 
 
-def render_map(
-    points: Sequence[MapPoint],
-    *,
-    frame: str,
-    plan: PlanOverlay | None = None,
-    error_unit: str = "",
-    colour_by_error: bool = True,
-    title: str | None = None,
-) -> str:
-    """Build the map (see ``build_map``) and render it to a complete HTML document."""
-    m = build_map(points, frame=frame, plan=plan, error_unit=error_unit,
-                  colour_by_error=colour_by_error, title=title)
-    return m.get_root().render()
+def render_map(points: Sequence[MapPoint], *, frame: str, **kwargs: Any) -> str:
+    """Build the map (see ``build_map``, same arguments) and render it to a complete HTML document."""
+    return build_map(points, frame=frame, **kwargs).get_root().render()
 
 
 def to_iframe(html_doc: str, height: int = 520) -> str:
@@ -200,6 +244,11 @@ def to_iframe(html_doc: str, height: int = 520) -> str:
 
 def thumbnail_data_uri(image: Image.Image, max_px: int = 96) -> str:
     """A small JPEG of ``image`` (longest side <= ``max_px``) as a ``data:`` URI."""
+    return "data:image/jpeg;base64," + base64.b64encode(thumbnail_jpeg(image, max_px)).decode("ascii")
+
+
+def thumbnail_jpeg(image: Image.Image, max_px: int = 96) -> bytes:
+    """A small JPEG of ``image`` (longest side <= ``max_px``), transparency flattened onto white."""
     if max_px <= 0:
         raise ValueError(f"max_px must be positive, got {max_px}")
     thumb = image.copy()
@@ -212,7 +261,7 @@ def thumbnail_data_uri(image: Image.Image, max_px: int = 96) -> str:
         thumb = thumb.convert("RGB")
     buf = io.BytesIO()
     thumb.save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,23 +279,56 @@ class _Raw(Element):
         return self._text
 
 
-class _BindPopup(MacroElement):
-    """Bind an HTML popup and a tooltip to the parent layer without folium's Popup/Tooltip."""
+class _Script(MacroElement):
+    """Fixed script text (no user text), appended to the map's script in the order added."""
 
-    def __init__(self, popup_html: str, tooltip_html: str):
+    def __init__(self, code: str):
         super().__init__()
-        self._name = "BindPopup"
-        self.popup_html = popup_html
-        self.tooltip_html = tooltip_html
+        self._name = "GmScript"
+        self.code = code
 
     def render(self, **kwargs: Any) -> None:
-        target = self._parent.get_name()
-        # tojavascript JSON-encodes strings with < > & ' escaped: no </script>, no ${...}.
-        script = (
-            f"{target}.bindPopup({tojavascript(self.popup_html)}, {{maxWidth: 320}});\n"
-            f"{target}.bindTooltip({tojavascript(self.tooltip_html)}, {{sticky: true}});\n"
-        )
-        self.get_root().script.add_child(_Raw(script), name=self.get_name())
+        self.get_root().script.add_child(_Raw(self.code), name=self.get_name())
+
+
+class _Data(MacroElement):
+    """The map's payload as a JS variable: JSON with < > & ' escaped (no </script>, no markup)."""
+
+    def __init__(self, payload: dict):
+        super().__init__()
+        self._name = "GmData"
+        self.payload = payload
+
+    def render(self, **kwargs: Any) -> None:
+        code = f"var {self.get_name()} = {_js_json(self.payload)};\n"
+        self.get_root().script.add_child(_Raw(code), name=self.get_name())
+
+
+class _JsLayer(folium.map.Layer):
+    """A Leaflet layer made by map.js (a fixed expression), listed in folium's layer control."""
+
+    _template = Template("{% macro script(this, kwargs) %}var {{ this.get_name() }} = {{ this.expr }};\n"
+                         "{% endmacro %}")
+
+    def __init__(self, expr: str, name: str, *, overlay: bool, show: bool):
+        super().__init__(name=name, overlay=overlay, control=True, show=show)
+        self._name = "GmLayer"
+        self.expr = expr
+
+
+_CLUSTER_ICON = """function (cluster) {
+  var n = cluster.getChildCount();
+  var size = n < 10 ? 30 : n < 100 ? 36 : 44;
+  return L.divIcon({html: '<div><span>' + n + '</span></div>', className: 'marker-cluster gm-cluster-%s',
+                    iconSize: L.point(size, size)});
+}"""
+
+
+def _cluster_group(name: str, key: str) -> MarkerCluster:
+    group = MarkerCluster(name=name, icon_create_function=_CLUSTER_ICON % key,
+                          options={"maxClusterRadius": 45, "spiderfyOnMaxZoom": True, "chunkedLoading": True})
+    group.default_js, group.default_css = [], []  # inlined by _make_offline instead of a CDN
+    return group
 
 
 class _FitBounds(MacroElement):
@@ -276,6 +358,15 @@ class _FitBounds(MacroElement):
         self.get_root().script.add_child(_Raw(script), name=self.get_name())
 
 
+def _js_json(obj: Any) -> str:
+    """JSON for a <script> block: no character of it can end the script or start markup."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("'", "\\u0027"),
+                    ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
+
+
 @lru_cache(maxsize=1)
 def _leaflet_assets() -> tuple[str, str]:
     """Leaflet's (css, js) from xstatic-leaflet, with the CSS images inlined as data URIs."""
@@ -290,33 +381,105 @@ def _leaflet_assets() -> tuple[str, str]:
         return f"url(data:image/png;base64,{base64.b64encode(data).decode('ascii')})"
 
     css = re.sub(r"url\(images/([\w.-]+\.png)\)", inline, css)
-    return css, js.replace("</script", "<\\/script")
+    return css, _script_safe(js)
 
 
-def _make_offline(m: folium.Map) -> None:
-    """Drop folium's CDN links and inline Leaflet in the document head instead."""
+@lru_cache(maxsize=1)
+def _cluster_assets() -> tuple[str, str]:
+    """Leaflet.markercluster's (css, js) from xstatic-leaflet-markercluster."""
+    from xstatic.pkg import leaflet_markercluster
+
+    base = Path(leaflet_markercluster.BASE_DIR)
+    css = "\n".join((base / f).read_text(encoding="utf-8") for f in ("MarkerCluster.css", "MarkerCluster.Default.css"))
+    js = (base / "leaflet.markercluster.js").read_text(encoding="utf-8")
+    return css, _script_safe(js)
+
+
+@lru_cache(maxsize=1)
+def _map_js() -> str:
+    return _script_safe((Path(__file__).with_name("map.js")).read_text(encoding="utf-8"))
+
+
+def _script_safe(js: str) -> str:
+    """JS to inline in a <script> block: nothing that ends it, no source-map link (not served)."""
+    return re.sub(r"//# sourceMappingURL=\S+", "", js).replace("</script", "<\\/script")
+
+
+def _make_offline(m: folium.Map, cluster: bool) -> None:
+    """Drop folium's CDN links and inline Leaflet (and markercluster, map.js) in the document head instead."""
     m.default_js = []  # instance attributes: folium's class-level lists stay untouched
     m.default_css = []
     css, js = _leaflet_assets()
     header = m.get_root().header
     header.add_child(_Raw(f"<style>{css}</style>"), name="leaflet_css")
     header.add_child(_Raw(f"<script>{js}</script>"), name="leaflet_js")
+    if cluster:
+        ccss, cjs = _cluster_assets()
+        header.add_child(_Raw(f"<style>{ccss}</style>"), name="markercluster_css")
+        header.add_child(_Raw(f"<script>{cjs}</script>"), name="markercluster_js")
+    header.add_child(_Raw(f"<script>{_map_js()}</script>"), name="gm_js")
     header.add_child(_Raw(f"<style>{_LEGEND_CSS}</style>"), name="gm_css")
 
 
-def _circle(lat: float, lon: float, colour: str, popup: str, tooltip: str) -> folium.CircleMarker:
-    marker = folium.CircleMarker([lat, lon], radius=6, color="#ffffff", weight=1, fill=True,
-                                 fill_color=colour, fill_opacity=0.9)
-    marker.add_child(_BindPopup(popup, _esc(tooltip)))
-    return marker
+def _payload(points: Sequence[MapPoint], frame: str, unit: str, scale: ColourScale | None,
+             region_items: list[dict], fills: Sequence[RegionFill], follow: int) -> dict:
+    """Everything map.js draws, every string HTML-escaped; a point is a short list (see map.js)."""
+    strings: dict[str, int] = {}
+    colours: dict[str, int] = {}
+
+    def sid(text: str | None) -> int:
+        return -1 if text is None else strings.setdefault(_esc(text), len(strings))
+
+    def cid(colour: str) -> int:
+        return colours.setdefault(colour, len(colours))
+
+    pts = []
+    for p in points:
+        extra: dict[str, Any] = {}
+        if p.extra:
+            extra["rows"] = [[_esc(k), _esc("—" if v is None else v)] for k, v in p.extra.items()]
+        if p.thumbnail:
+            extra["thumb"] = _esc(p.thumbnail)
+        if follow >= 0 and p.region_values is not None:
+            if len(p.region_values) != len(region_items):
+                raise ValueError(f"{p.name!r}: {len(p.region_values)} region values for {len(region_items)} regions")
+            f = fills[follow]
+            extra["fill"] = {"colours": f.scale.colours(p.region_values),
+                             "texts": [f.scale.text(v) for v in p.region_values]}
+        line = LINE_COLOUR if scale is None or p.error is None else scale.colour(p.error)
+        pts.append([_esc(p.name), _coord(p.lat, frame), _coord(p.lon, frame), sid(p.region),
+                    _coord(p.true_lat, frame), _coord(p.true_lon, frame), sid(p.true_region),
+                    None if p.error is None else float(f"{p.error:.6g}"), cid(line) if p.has_truth else -1,
+                    extra or None])
+    out = {"frame": frame, "unit": _esc(unit), "predColour": PRED_COLOUR, "trueColour": TRUE_COLOUR,
+           "strings": list(strings), "colours": list(colours), "pts": pts, "regions": None}
+    if region_items:
+        out["regions"] = {**regions_payload(region_items, fills), "follow": follow}
+    return out
 
 
-def _data_bounds(points: Sequence[MapPoint], plan: PlanOverlay | None, frame: str) -> Bounds | None:
+def _coord(v: float | None, frame: str) -> float | None:
+    if v is None:
+        return None
+    return round(v, 7) if frame == "wgs84" else float(f"{v:.9g}")
+
+
+def _initial_selection(points: Sequence[MapPoint], selected: int | None) -> int:
+    if selected is not None and 0 <= selected < len(points) and points[selected].region_values is not None:
+        return selected
+    return next((i for i, p in enumerate(points) if p.region_values is not None), -1)
+
+
+def _data_bounds(points: Sequence[MapPoint], plan: PlanOverlay | None, frame: str,
+                 extra: tuple[list[float], list[float]] | None = None) -> Bounds | None:
     lats = [p.lat for p in points] + [p.true_lat for p in points if p.has_truth]
     lons = [p.lon for p in points] + [p.true_lon for p in points if p.has_truth]
     if plan is not None:
         lats += [plan.bounds[0][0], plan.bounds[1][0]]
         lons += [plan.bounds[0][1], plan.bounds[1][1]]
+    if extra is not None:
+        lats += [min(extra[0]), max(extra[0])]
+        lons += [min(extra[1]), max(extra[1])]
     if not lats:
         return None
     s, n, w, e = min(lats), max(lats), min(lons), max(lons)
@@ -326,38 +489,6 @@ def _data_bounds(points: Sequence[MapPoint], plan: PlanOverlay | None, frame: st
     else:  # a single location: Leaflet would zoom in without limit
         pad = 0.01 if frame == "wgs84" else max(1e-3 * max(abs(s), abs(w)), 1.0)
     return (s - pad, w - pad), (n + pad, e + pad)
-
-
-@dataclass(frozen=True)
-class _Scale:
-    values: tuple[float, float, float]  # errors at ERROR_QUANTILES
-
-
-def _error_scale(errors: Sequence[float | None]) -> _Scale | None:
-    known = [e for e in errors if e is not None]
-    if not known:
-        return None
-    q = np.quantile(np.asarray(known, dtype=float), ERROR_QUANTILES)
-    return _Scale(tuple(float(v) for v in q))
-
-
-def _error_colour(error: float, scale: _Scale) -> str:
-    lo, mid, hi = scale.values
-    if hi <= lo:
-        return ERROR_STOPS[1]
-    if error <= mid:
-        t = 0.0 if mid <= lo else (error - lo) / (mid - lo)
-        a, b = ERROR_STOPS[0], ERROR_STOPS[1]
-    else:
-        t = 1.0 if hi <= mid else (error - mid) / (hi - mid)
-        a, b = ERROR_STOPS[1], ERROR_STOPS[2]
-    t = min(max(t, 0.0), 1.0)
-    ca, cb = _rgb(a), _rgb(b)
-    return "#" + "".join(f"{round(x + (y - x) * t):02x}" for x, y in zip(ca, cb))
-
-
-def _rgb(hex_colour: str) -> tuple[int, int, int]:
-    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
 
 
 def _plan_data_uri(image: Image.Image | bytes | str | os.PathLike) -> str:
@@ -378,50 +509,30 @@ def _plan_data_uri(image: Image.Image | bytes | str | os.PathLike) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _popup_html(p: MapPoint, frame: str, unit: str) -> str:
-    axes = "lat, lon" if frame == "wgs84" else "y, x"
-    rows = [("Predicted region", p.region),
-            (f"Predicted ({axes})", _fmt_coords(p.lat, p.lon, frame))]
-    if p.has_truth or p.true_region is not None:
-        rows.append(("True region", p.true_region))
-    if p.has_truth:
-        rows.append((f"True ({axes})", _fmt_coords(p.true_lat, p.true_lon, frame)))
-    if p.error is not None:
-        rows.append(("Error", f"{_fmt_number(p.error)} {unit}".strip()))
-    rows += list(p.extra.items())
-    body = "".join(
-        f"<tr><th>{_esc(k)}</th><td>{_esc('—' if v is None else v)}</td></tr>" for k, v in rows
-    )
-    thumb = f'<img class="gm-thumb" src="{p.thumbnail}" alt="">' if p.thumbnail else ""
-    name = f'<div class="gm-name">{_esc(p.name)}</div>'
-    return f'<div class="gm-popup">{thumb}{name}<table>{body}</table></div>'
-
-
-def _legend_html(
-    title: str | None, n: int, has_truth: bool, scale: _Scale | None, unit: str
-) -> str:
+def _legend_html(title: str | None, points: Sequence[MapPoint], has_truth: bool, scale: ColourScale | None,
+                 fills: Sequence[RegionFill], region_items: list[dict], initial: int) -> str:
     def swatch(kind: str, colour: str, label: str) -> str:
         return f'<div><span class="gm-{kind}" style="background:{colour}"></span>{label}</div>'
 
     parts = ['<div class="gm-legend">']
     if title:
         parts.append(f'<div class="gm-title">{_esc(title)}</div>')
-    parts.append(swatch("dot", PRED_COLOUR, "Prediction"))
+    if points:
+        parts.append(swatch("dot", PRED_COLOUR, "Prediction"))
     if has_truth:
         parts.append(swatch("dot", TRUE_COLOUR, "Ground truth"))
-        if scale is not None:
-            label = f"Error ({_esc(unit)})" if unit else "Error"
-            lo, hi = (int(q * 100) for q in (ERROR_QUANTILES[0], ERROR_QUANTILES[-1]))
-            gradient = f"linear-gradient(to right,{','.join(ERROR_STOPS)})"
-            ticks = "".join(f"<span>{_fmt_number(v)}</span>" for v in scale.values)
-            parts.append(
-                f'<div class="gm-sub">{label}, {lo}th–{hi}th pct</div>'
-                f'<div class="gm-bar" style="background:{gradient}"></div>'
-                f'<div class="gm-ticks">{ticks}</div>'
-            )
-        else:
-            parts.append(swatch("line", LINE_COLOUR, "Error line"))
-    if n == 0:
+        parts.append(scale.legend_html() if scale is not None else swatch("line", LINE_COLOUR, "Error line"))
+    for k, fill in enumerate(fills):
+        unknown = any(v is None or not math.isfinite(v) for v in fill.values)
+        if fill.follow_points and initial >= 0:
+            unknown = False
+        parts.append(fill.scale.legend_html(no_data=unknown, elem_id=f"gm-fill-{k}"))
+        if fill.follow_points:
+            name = _esc(points[initial].name) if initial >= 0 else ""
+            parts.append(f'<div class="gm-follow" id="gm-follow-name">{name}</div>')
+    if region_items and not fills:
+        parts.append('<div><span class="gm-area"></span>Region</div>')
+    if not points:
         parts.append('<div class="gm-sub">No points</div>')
     parts.append("</div>")
     return "".join(parts)
@@ -430,20 +541,31 @@ def _legend_html(
 _LEGEND_CSS = """
 .gm-legend{position:fixed;left:10px;bottom:18px;z-index:1000;background:rgba(255,255,255,.92);
   padding:6px 9px;border-radius:5px;box-shadow:0 1px 4px rgba(0,0,0,.35);
-  font:12px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;min-width:130px}
-.gm-legend .gm-title{font-weight:600;margin-bottom:2px;max-width:240px;overflow-wrap:anywhere}
+  font:12px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;min-width:150px;max-width:230px}
+.gm-legend .gm-title{font-weight:600;margin-bottom:2px;overflow-wrap:anywhere}
 .gm-legend .gm-sub{margin-top:4px;color:#444}
+.gm-legend .gm-follow{color:#444;font-style:italic;overflow-wrap:anywhere}
 .gm-dot{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:6px;
   vertical-align:-1px;border:1px solid #fff;box-shadow:0 0 0 1px rgba(0,0,0,.3)}
 .gm-line{display:inline-block;width:16px;height:3px;margin-right:6px;vertical-align:3px}
+.gm-area{display:inline-block;width:14px;height:10px;margin-right:6px;vertical-align:-1px;border:1.5px solid #333}
 .gm-bar{height:8px;border-radius:2px;margin-top:2px}
-.gm-ticks{display:flex;justify-content:space-between;gap:8px;font-size:11px;color:#444}
-.gm-popup{font:12px/1.4 system-ui,sans-serif;max-width:300px}
+.gm-ticks{position:relative;height:15px;font-size:11px;color:#444;margin:0 12px}
+.gm-ticks span{position:absolute;transform:translateX(-50%);white-space:nowrap}
+.gm-nodata span{display:inline-block;width:14px;height:8px;margin-right:6px;vertical-align:0}
+.gm-popup{font:12px/1.4 system-ui,sans-serif;max-width:320px}
 .gm-popup .gm-thumb{display:block;max-width:96px;max-height:96px;margin-bottom:4px;
   border-radius:3px}
 .gm-popup .gm-name{font-weight:600;margin-bottom:3px;overflow-wrap:anywhere}
 .gm-popup th{text-align:left;font-weight:500;color:#555;padding-right:8px;vertical-align:top}
 .gm-popup td{overflow-wrap:anywhere}
+.gm-region-label span{display:inline-block;transform:translate(-50%,-50%);white-space:nowrap;
+  font:600 11px system-ui,sans-serif;color:#222;text-shadow:0 0 3px #fff,0 0 3px #fff,0 0 2px #fff;
+  pointer-events:none}
+.gm-cluster-preds div{background:rgba(31,119,180,.75);color:#fff}
+.gm-cluster-preds{background:rgba(31,119,180,.3)}
+.gm-cluster-truth div{background:rgba(155,47,174,.75);color:#fff}
+.gm-cluster-truth{background:rgba(155,47,174,.3)}
 """
 
 
@@ -456,13 +578,3 @@ def _finite(value: Any) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
-
-
-def _fmt_number(x: float) -> str:
-    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}" if abs(x) < 10 else f"{x:.1f}"
-
-
-def _fmt_coords(a: float, b: float, frame: str) -> str:
-    if frame == "wgs84":
-        return f"{a:.5f}, {b:.5f}"
-    return f"{a:.6g}, {b:.6g}"

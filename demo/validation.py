@@ -92,8 +92,7 @@ def validation_points(pred: pd.DataFrame, region_names: Sequence[str],
             name=str(row.filename), lat=row.pred_latitude, lon=row.pred_longitude,
             region=region_names[int(row.pred_region_id) - 1], true_lat=row.latitude, true_lon=row.longitude,
             true_region=region_names[int(row.Region_ID) - 1], error=row.distance,
-            thumbnail=thumbnails.get(str(row.filename)),
-            extra={"Region correct": "yes" if int(row.pred_region_id) == int(row.Region_ID) else "no"},
+            thumbnail=thumbnails.get(str(row.filename)),  # the popup says whether the region is right
         ))
     return points
 

@@ -330,7 +330,8 @@ def test_api_predict_returns_table_and_map(client, tmp_path):
     assert "truncated" in problems[2]
     assert map_html.startswith('<iframe sandbox="allow-scripts"')
     doc = html.unescape(re.search(r'srcdoc="([^"]*)"', map_html).group(1))
-    assert doc.count("L.circleMarker(") == 1 and "data:image/png;base64," in doc  # one point on the plan
+    points = json.loads(re.search(r"var gm_data_\w+ = (\{.*?\});\n", doc).group(1))["pts"]
+    assert [p[0] for p in points] == [EXAMPLE.name] and "data:image/png;base64," in doc  # one point on the plan
 
 
 @pytest.mark.slow
