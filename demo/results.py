@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 import statistics
-from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
-from PIL import Image
 
 from demo.maps import MapPoint
 
@@ -28,8 +25,6 @@ TABLE_HEADERS = ("File", "Region", "Probability", "Top-k regions", "Latitude", "
 CSV_FIELDS = ("file", "region_id", "region_name", "region_prob", "top_k", "latitude", "longitude", "heading",
               "gps_latitude", "gps_longitude", "gps_error", "error")
 _GPS_COLUMNS = slice(7, 10)  # "GPS latitude" .. "Error" in TABLE_HEADERS
-_GPS_IFD = 0x8825
-_GPS_LAT_REF, _GPS_LAT, _GPS_LON_REF, _GPS_LON = 1, 2, 3, 4
 
 
 def top_k_text(top_k: Sequence[dict]) -> str:
@@ -135,28 +130,6 @@ def summary_markdown(rows: Sequence[dict], error_unit: str) -> str:
     return text
 
 
-def exif_gps(image: Image.Image | str | Path) -> tuple[float, float] | None:
-    """(latitude, longitude) in degrees from a photo's EXIF GPS tags, or None.
-
-    Only the header is read. Malformed, partial or out-of-range tags give None, never an error.
-    """
-    try:
-        if isinstance(image, Image.Image):
-            gps = image.getexif().get_ifd(_GPS_IFD)
-        else:
-            with Image.open(image) as im:
-                gps = im.getexif().get_ifd(_GPS_IFD)
-        lat = _dms(gps.get(_GPS_LAT), gps.get(_GPS_LAT_REF), "NS")
-        lon = _dms(gps.get(_GPS_LON), gps.get(_GPS_LON_REF), "EW")
-    except Exception:  # noqa: BLE001 - EXIF in the wild is messy; no GPS is the answer
-        return None
-    if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
-        return None
-    if lat == 0 and lon == 0:  # cameras write 0/0 when they have no fix
-        return None
-    return lat, lon
-
-
 def escape_markdown(text: Any) -> str:
     """Text that Markdown shows literally: its punctuation backslashed, then & < > as entities."""
     out = "".join("\\" + c if c in "\\`*_{}[]()#+-.!|~" else c for c in str(text))
@@ -169,20 +142,6 @@ def code_span(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def _dms(value: Any, ref: Any, hemispheres: str) -> float | None:
-    if value is None:
-        return None
-    parts = [float(v) for v in (value if isinstance(value, (tuple, list)) else (value,))]
-    if not 1 <= len(parts) <= 3 or not all(math.isfinite(p) for p in parts):
-        return None
-    degrees = sum(p / 60 ** i for i, p in enumerate(parts))
-    ref = ref.decode("ascii", "ignore") if isinstance(ref, bytes) else str(ref or hemispheres[0])
-    ref = ref.strip("\x00 ").upper()[:1] or hemispheres[0]
-    if ref not in hemispheres:
-        return None
-    return -degrees if ref == hemispheres[1] else degrees
 
 
 def _round(value: Any, digits: int) -> float | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from demo.maps import thumbnail_data_uri
-from demo.results import exif_gps
+from geomodel.collect.exif import exif_gps
 from geomodel.data.images import load_image
 from geomodel.errors import GeomodelError
 from geomodel.geo import distance

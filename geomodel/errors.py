@@ -20,3 +20,7 @@ class CheckpointError(GeomodelError, ValueError):
 
 class WeightsUnavailableError(GeomodelError, RuntimeError):
     """Pretrained weights could not be loaded (says which file to place where)."""
+
+
+class CollectError(GeomodelError, ValueError):
+    """A photo, video, GPS track or collection setting cannot be used (names the file and the problem)."""

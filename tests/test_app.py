@@ -108,21 +108,6 @@ def test_problem_list_escapes_names_and_reasons():
     assert R.escape_markdown("needs the 'pillow-heif' package") == "needs the 'pillow\\-heif' package"
 
 
-def test_exif_gps_extraction(tmp_path):
-    north_east = _save_with_gps(tmp_path / "ne.jpg")
-    assert R.exif_gps(north_east) == pytest.approx((17.445, 78.349))
-    assert R.exif_gps(Image.open(north_east)) == pytest.approx((17.445, 78.349))
-    south_west = _save_with_gps(tmp_path / "sw.jpg", lat_ref="S", lon_ref="W")
-    assert R.exif_gps(south_west) == pytest.approx((-17.445, -78.349))
-    Image.new("RGB", (8, 8)).save(tmp_path / "none.jpg")
-    assert R.exif_gps(tmp_path / "none.jpg") is None
-    assert R.exif_gps(_save_with_gps(tmp_path / "zero.jpg", lat=(0.0, 0.0, 0.0), lon=(0.0, 0.0, 0.0))) is None
-    assert R.exif_gps(_save_with_gps(tmp_path / "range.jpg", lat=(95.0, 0.0, 0.0))) is None
-    assert R.exif_gps(_save_with_gps(tmp_path / "ref.jpg", lat_ref="X")) is None
-    (tmp_path / "text.jpg").write_text("not an image")
-    assert R.exif_gps(tmp_path / "text.jpg") is None
-
-
 def test_summary_reports_gps_median():
     rows = [_row("a", gps=(1, 1), gps_error=10.0), _row("b", gps=(1, 1), gps_error=30.0), _row("c", error="x")]
     text = R.summary_markdown(rows, "m")
