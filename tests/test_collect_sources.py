@@ -33,7 +33,7 @@ def _north_track(path: Path, seconds: int = 60, speed: float = 1.5, pause: tuple
         lat.append(17.4 + np.degrees(metres / 6_371_008.8))
         if not (pause and pause[0] <= s < pause[1]):
             metres += speed
-    return write_gpx(path, times, lat, [78.3] * len(lat))
+    return write_gpx(path, [(times, lat, [78.3] * len(lat))])
 
 
 # ------------------------------------------------------------------------------------------ EXIF

@@ -110,18 +110,19 @@ def read_gpx(path: str | Path) -> Track:
     return Track(str(path), tuple(segments))
 
 
-def write_gpx(path: str | Path, times: Sequence[datetime], lat: Sequence[float], lon: Sequence[float], *,
+def write_gpx(path: str | Path, segments: Sequence[tuple[Sequence[datetime], Sequence[float], Sequence[float]]], *,
               name: str | None = None) -> Path:
-    """Write one track of one segment (what a GPS app records) with gpxpy; times are made UTC."""
+    """Write one track (what a GPS app records) of ``(times, lat, lon)`` segments with gpxpy; times made UTC."""
     import gpxpy.gpx
 
     gpx = gpxpy.gpx.GPX()
     track = gpxpy.gpx.GPXTrack(name=name)
-    segment = gpxpy.gpx.GPXTrackSegment()
-    for t, la, lo in zip(times, lat, lon):
-        t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
-        segment.points.append(gpxpy.gpx.GPXTrackPoint(float(la), float(lo), time=t))
-    track.segments.append(segment)
+    for times, lat, lon in segments:
+        segment = gpxpy.gpx.GPXTrackSegment()
+        for t, la, lo in zip(times, lat, lon):
+            t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+            segment.points.append(gpxpy.gpx.GPXTrackPoint(float(la), float(lo), time=t))
+        track.segments.append(segment)
     gpx.tracks.append(track)
     path = Path(path)
     path.write_text(gpx.to_xml(), encoding="utf-8")

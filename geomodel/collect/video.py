@@ -86,6 +86,42 @@ def probe_video(path: str | Path) -> VideoInfo:
         return VideoInfo(str(path), start, duration, fps, stream.codec_context.width, stream.codec_context.height)
 
 
+class FramePicker:
+    """Decides, frame by frame in time order, which frames of a walk to keep (see `sample_frames`).
+
+    Needs no pixels, so it also answers "how many frames would a 30 fps video of this walk give".
+    """
+
+    def __init__(self, tracks: Tracks, *, every_m: float | None = 2.0, every_s: float | None = None,
+                 min_speed: float = MIN_SPEED):
+        if (every_m is None) == (every_s is None):
+            raise ValueError("give exactly one of every_m and every_s")
+        self.tracks, self.every_m, self.every_s, self.min_speed = tracks, every_m, every_s, min_speed
+        self.last: tuple[float, float, float] | None = None  # (offset, lat, lon) of the last kept frame
+
+    def pick(self, time: float, offset: float) -> tuple[float, float] | None:
+        """(lat, lon) when the frame at ``time`` (epoch s; ``offset`` s into the video) is kept, else None.
+
+        Raises `Uncovered` when no track covers the time.
+        """
+        where = self.tracks.locate(np.array([time]))
+        if not where.covered[0]:
+            raise Uncovered(time)
+        lat, lon = float(where.lat[0]), float(where.lon[0])
+        if self.last is not None:
+            if self.every_s is not None and offset - self.last[0] < self.every_s:
+                return None
+            if self.every_m is not None and (haversine(self.last[1], self.last[2], lat, lon) < self.every_m
+                                             or self.tracks.speed(np.array([time]))[0] < self.min_speed):
+                return None
+        self.last = (offset, lat, lon)
+        return lat, lon
+
+
+class Uncovered(Exception):
+    """A frame's time lies outside every track."""
+
+
 def sample_frames(path: str | Path, start: float, tracks: Tracks, *, every_m: float | None = 2.0,
                   every_s: float | None = None, max_side: int | None = None, min_speed: float = MIN_SPEED,
                   report: SampleReport | None = None) -> Iterator[SampledFrame]:
@@ -100,10 +136,8 @@ def sample_frames(path: str | Path, start: float, tracks: Tracks, *, every_m: fl
     """
     import av
 
-    if (every_m is None) == (every_s is None):
-        raise ValueError("give exactly one of every_m and every_s")
+    picker = FramePicker(tracks, every_m=every_m, every_s=every_s, min_speed=min_speed)
     report = report if report is not None else SampleReport()
-    last: SampledFrame | None = None
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -114,26 +148,19 @@ def sample_frames(path: str | Path, start: float, tracks: Tracks, *, every_m: fl
                     continue
                 report.decoded += 1
                 offset = float((frame.pts - first_pts) * stream.time_base)
-                t = start + offset
-                where = tracks.locate(np.array([t]))
-                if not where.covered[0]:
+                try:
+                    where = picker.pick(start + offset, offset)
+                except Uncovered:
                     report.uncovered += 1
                     lo, hi = report.uncovered_span or (offset, offset)
                     report.uncovered_span = (min(lo, offset), max(hi, offset))
                     continue
-                lat, lon = float(where.lat[0]), float(where.lon[0])
-                if last is not None:
-                    if every_s is not None and offset - last.offset < every_s:
-                        continue
-                    if every_m is not None and (
-                            haversine(last.latitude, last.longitude, lat, lon) < every_m
-                            or tracks.speed(np.array([t]))[0] < min_speed):
-                        continue
-                heading = float(tracks.heading(np.array([t]))[0])
-                last = SampledFrame(offset, t, lat, lon, None if np.isnan(heading) else heading,
-                                    _upright(frame, max_side))
+                if where is None:
+                    continue
+                heading = float(tracks.heading(np.array([start + offset]))[0])
                 report.kept += 1
-                yield last
+                yield SampledFrame(offset, start + offset, where[0], where[1],
+                                   None if np.isnan(heading) else heading, _upright(frame, max_side))
         except av.error.FFmpegError as exc:
             if report.decoded == 0:
                 raise CollectError(f"{path}: no readable frames ({exc.strerror or exc})") from None

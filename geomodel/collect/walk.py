@@ -11,6 +11,7 @@ Test material and benchmarks use it; `python -m demo.walk` writes a sample for t
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -104,15 +105,16 @@ def gps_error(n: int, dt: float, rng: np.random.Generator, *, sigma: float = 3.0
     return out[:, 0], out[:, 1]
 
 
-def write_walk_gpx(walk: Walk, path: str | Path, rng: np.random.Generator, *, start: datetime = START,
-                   origin: tuple[float, float] = DEFAULT_ORIGIN, every: float = 1.0,
-                   gps_sigma: float = 3.0, scale: float = 1.0) -> Path:
-    """The GPS app's track of ``walk``: a point every ``every`` seconds, with GPS error."""
+def walk_track(walk: Walk, rng: np.random.Generator, *, start: datetime = START,
+               origin: tuple[float, float] = DEFAULT_ORIGIN, every: float = 1.0, gps_sigma: float = 3.0,
+               scale: float = 1.0) -> tuple[list[datetime], np.ndarray, np.ndarray]:
+    """What a GPS app records of ``walk``: (UTC times, lat, lon) every ``every`` seconds, with GPS
+    error of ``gps_sigma`` metres; ``scale`` is the campus's planar units per metre. For `write_gpx`."""
     times = np.arange(0.0, walk.duration + 1e-9, every)
     y, x, _ = walk.at(times)
     dn, de = gps_error(len(times), every, rng, sigma=gps_sigma)
     lat, lon = planar_to_wgs84(y + dn * scale, x + de * scale, origin=origin, metres_per_unit=1.0 / scale)
-    return write_gpx(path, [start + timedelta(seconds=float(t)) for t in times], lat, lon, name="walk")
+    return [start + timedelta(seconds=float(t)) for t in times], lat, lon
 
 
 def write_walk_video(plan: CampusPlan, walk: Walk, path: str | Path, *, fps: float = 5.0, size: int = 64,
@@ -139,11 +141,12 @@ def write_walk_video(plan: CampusPlan, walk: Walk, path: str | Path, *, fps: flo
 def write_photos(plan: CampusPlan, out_dir: str | Path, points: np.ndarray, headings: Sequence[float], *,
                  times: Sequence[datetime] | None = None, origin: tuple[float, float] = DEFAULT_ORIGIN,
                  size: int = 64, gps: bool = True, prefix: str = "IMG", camera_offset: timedelta = timedelta(0),
-                 ) -> list[Path]:
+                 zone_tag: bool = True) -> list[Path]:
     """Render photos at planar ``points`` (y, x) as JPEGs carrying what a phone writes in EXIF.
 
     ``gps=False`` leaves the position out (a camera without GPS), keeping the time so a track can
-    place them; ``camera_offset`` is how far the camera clock runs ahead of UTC (its time zone).
+    place them; ``camera_offset`` is how far the camera clock runs ahead of UTC (its time zone),
+    written as OffsetTimeOriginal when ``zone_tag`` (older cameras do not write it).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -155,30 +158,97 @@ def write_photos(plan: CampusPlan, out_dir: str | Path, points: np.ndarray, head
         paths.append(write_photo_meta(image, out / f"{prefix}_{i:04d}.jpg", quality=92,
                                       latitude=float(lat[i]) if gps else None,
                                       longitude=float(lon[i]) if gps else None,
-                                      angle=float(heading) if gps else None, taken=taken))
+                                      angle=float(heading) if gps else None, taken=taken,
+                                      utc_offset=camera_offset if zone_tag and taken is not None else None))
     return paths
 
 
-def random_photos(plan: CampusPlan, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` photo positions (y, x) in open space with random headings: what visitors photograph."""
-    return sample_open_points(plan, n, rng), rng.uniform(0.0, 360.0, n)
+def random_photos(plan: CampusPlan, n: int, rng: np.random.Generator,
+                  region: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` photo positions (y, x) in open space, in ``region`` if given, with random headings:
+    what visitors photograph."""
+    points = np.empty((0, 2))
+    while len(points) < n:
+        found = sample_open_points(plan, 4 * n + 8, rng)
+        if region is not None:
+            found = found[plan.regions_of(found[:, 0], found[:, 1]) == region]
+        points = np.concatenate([points, found])
+    return points[:n], rng.uniform(0.0, 360.0, n)
 
 
-def regions_geojson(plan: CampusPlan, *, origin: tuple[float, float] = DEFAULT_ORIGIN) -> dict:
-    """The campus's regions as the project's ``regions.geojson`` (WGS84, GeoJSON [lon, lat])."""
+@dataclass
+class Sample:
+    """Where `make_sample` put things."""
+
+    photos: Path  # geotagged photos (and a few without GPS, placed by the track)
+    videos: Path  # one walk video per region
+    gpx: Path  # the GPS app's track of the whole session, one segment per walk
+    test: Path  # geotagged photos from other places, for testing
+    regions: Path  # the campus's regions as regions.geojson
+    walk_starts: list[float]  # each region's walk start, seconds since the epoch (UTC)
+
+
+def make_sample(out_dir: str | Path, plan: CampusPlan, *, minutes: float = 1.0, photos_per_region: int = 8,
+                untagged_per_region: int = 2, test_per_region: int = 10, size: int = 80, fps: float = 4.0,
+                seed: int = 0, origin: tuple[float, float] = DEFAULT_ORIGIN,
+                camera_zone: timedelta = timedelta(hours=5, minutes=30), progress: bool = False) -> Sample:
+    """A walk session on the synthetic campus, as a person with a phone would bring it home.
+
+    For every region: a ``minutes``-long walk filmed at ``fps`` (``videos/walk_<r>.mp4``),
+    ``photos_per_region`` geotagged photos taken in the region during the walk (random places and
+    headings), ``untagged_per_region`` photos from a camera without GPS taken on the walk (its
+    clock in ``camera_zone``, which it writes as OffsetTimeOriginal), and ``test_per_region``
+    geotagged photos from elsewhere in the region (``test/``). One GPX file records the session.
+    """
+    out = Path(out_dir)
+    dirs = Sample(out / "photos", out / "videos", out / "walk.gpx", out / "test", out / "regions.geojson", [])
+    for d in (dirs.photos, dirs.videos, dirs.test):
+        d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    segments = []
+    for r in range(plan.n_regions):
+        start = START + timedelta(seconds=r * (minutes * 60 + 300))  # 5 minutes to the next region
+        walk = simulate_walk(plan, minutes * 60, rng, region=r)
+        segments.append(walk_track(walk, rng, start=start, origin=origin, scale=plan.scale))
+        write_walk_video(plan, walk, dirs.videos / f"walk_{r + 1}.mp4", fps=fps, size=size, start=start, rng=rng,
+                         progress=progress)
+        dirs.walk_starts.append(start.timestamp())
+        points, headings = random_photos(plan, photos_per_region, rng, region=r)
+        when = [start + timedelta(seconds=float(t)) for t in np.sort(rng.uniform(0, walk.duration, len(points)))]
+        write_photos(plan, dirs.photos, points, headings, times=when, origin=origin, size=size,
+                     prefix=f"IMG_r{r + 1}", camera_offset=camera_zone)
+        t = np.sort(rng.uniform(0, walk.duration, untagged_per_region))
+        y, x, _ = walk.at(t)
+        write_photos(plan, dirs.photos, np.stack([y, x], 1), rng.uniform(0, 360, len(t)),
+                     times=[start + timedelta(seconds=float(v)) for v in t], origin=origin, size=size, gps=False,
+                     prefix=f"DSC_r{r + 1}", camera_offset=camera_zone)
+        points, headings = random_photos(plan, test_per_region, rng, region=r)
+        write_photos(plan, dirs.test, points, headings, times=[start] * len(points), origin=origin, size=size,
+                     prefix=f"TEST_r{r + 1}")
+    write_gpx(dirs.gpx, segments, name="campus walk")
+    dirs.regions.write_text(json.dumps(regions_geojson(plan, origin=origin), indent=1) + "\n")
+    return dirs
+
+
+def regions_geojson(plan: CampusPlan, *, origin: tuple[float, float] | None = DEFAULT_ORIGIN) -> dict:
+    """The campus's regions as the project's ``regions.geojson``: one rectangle per region, placed
+    on the globe around ``origin`` (GeoJSON [lon, lat]), or in the plan's own frame ([x, y]) when
+    ``origin`` is None."""
     features = []
-    cells = []
     for r in range(len(plan.row_first_region)):
         y0, y1 = float(plan.row_edges[r]), float(plan.row_edges[r + 1])
         xs = plan.col_edges[r][np.isfinite(plan.col_edges[r])]
         for c in range(len(xs) - 1):
-            cells.append((int(plan.row_first_region[r]) + c, y0, y1, float(xs[c]), float(xs[c + 1])))
-    for idx, y0, y1, x0, x1 in sorted(cells):
-        ys, xs = np.array([y0, y0, y1, y1, y0]), np.array([x0, x1, x1, x0, x0])
-        lat, lon = planar_to_wgs84(ys, xs, origin=origin, metres_per_unit=1.0 / plan.scale)
-        ring = [[round(float(a), 9), round(float(b), 9)] for a, b in zip(lon, lat)]
-        features.append({"type": "Feature", "properties": {"region_id": idx + 1, "name": plan.region_names[idx]},
-                         "geometry": {"type": "Polygon", "coordinates": [ring]}})
+            idx = int(plan.row_first_region[r]) + c
+            ys, xx = [y0, y0, y1, y1, y0], [float(xs[c]), float(xs[c + 1]), float(xs[c + 1]), float(xs[c]), float(xs[c])]
+            if origin is None:
+                ring = [[x, y] for x, y in zip(xx, ys)]
+            else:
+                lat, lon = planar_to_wgs84(np.array(ys), np.array(xx), origin=origin, metres_per_unit=1.0 / plan.scale)
+                ring = [[round(float(a), 9), round(float(b), 9)] for a, b in zip(lon, lat)]
+            features.append({"type": "Feature", "properties": {"region_id": idx + 1, "name": plan.region_names[idx]},
+                             "geometry": {"type": "Polygon", "coordinates": [ring]}})
+    features.sort(key=lambda f: f["properties"]["region_id"])
     return {"type": "FeatureCollection", "features": features}
 
 
