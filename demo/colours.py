@@ -103,6 +103,17 @@ def count_scale(top: float, caption: str = "Photos") -> ColourScale:
     return ColourScale(linear.Blues_09.scale(0.0, top), caption, tuple(_nice_ticks(0.0, top)), _number)
 
 
+def region_colours(n: int) -> list[str]:
+    """``n`` distinct ``#rrggbb`` colours, one per region: ColorBrewer's Set1, then Dark2 (17 in all),
+    repeating beyond that."""
+    palette = [_hex(c) for c in (*linear.Set1_09.colors, *linear.Dark2_08.colors)]
+    return [palette[i % len(palette)] for i in range(n)]
+
+
+def _hex(rgba: Sequence[float]) -> str:
+    return "#" + "".join(f"{round(255 * v):02x}" for v in rgba[:3])
+
+
 def _number(x: float) -> str:
     return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}" if abs(x) < 10 else f"{x:.1f}".rstrip("0").rstrip(".")
 

@@ -23,8 +23,8 @@ var GM = (function () {
 
   // A point: [name, lat, lon, region, true_lat, true_lon, true_region, error, line_colour, extra]
   function popup(d, p) {
-    var axes = d.frame === "wgs84" ? "lat, lon" : "y, x";
-    var rows = [["Predicted region", text(d, p[3])], ["Predicted (" + axes + ")", coords(d, p[1], p[2])]];
+    var axes = d.frame === "wgs84" ? "lat, lon" : "y, x", w = d.words;
+    var rows = [[w.region, text(d, p[3])], [w.coords + " (" + axes + ")", coords(d, p[1], p[2])]];
     var truth = p[4] !== null;
     if (truth || p[6] >= 0) rows.push(["True region", text(d, p[6])]);
     if (truth) rows.push(["True (" + axes + ")", coords(d, p[4], p[5])]);
@@ -68,7 +68,7 @@ var GM = (function () {
         t.bindTooltip(p[0] + " (truth)", {sticky: true});
         g.truth.addLayer(t);
       }
-      var m = circle(p[1], p[2], d.predColour, "gm-pred");
+      var m = circle(p[1], p[2], (p[9] && p[9].colour) || d.predColour, "gm-pred");
       m.bindPopup(open, {maxWidth: 320});
       m.bindTooltip(p[0], {sticky: true});
       m.on("click", function () { self.select(i); });

@@ -48,6 +48,12 @@ MAX_PLAN_PX = 2048  # larger plans are downscaled: the whole PNG travels in the 
 _FONT_SIZE = "13px"  # Leaflet controls; folium's default 1rem makes the layer list bulky
 _THUMB_RE = re.compile(r"data:image/(?:jpeg|png|webp|gif);base64,[A-Za-z0-9+/]+=*")
 # A thumbnail the app serves itself: a relative URL (resolved against the app's page), plain characters only.
+_COLOUR_RE = re.compile(r"#[0-9a-fA-F]{6}")
+MAX_LEGEND_COLOURS = 16  # point colours listed in the legend
+# What the points are: the words the popups, legend and layer list use for them.
+ROLES = {"predictions": {"region": "Predicted region", "coords": "Predicted", "one": "Prediction",
+                         "many": "Predictions"},
+         "photos": {"region": "Region", "coords": "Position", "one": "Photo", "many": "Photos"}}
 _THUMB_URL_RE = re.compile(r"(?!/)(?!.*//)(?!.*\.\./)[A-Za-z0-9_./=%-]+\.(?:jpg|jpeg|png|webp)")
 
 Bounds = tuple[tuple[float, float], tuple[float, float]]
@@ -69,6 +75,7 @@ class MapPoint:
     extra: dict[str, Any] = field(default_factory=dict)  # more popup rows
     region_values: Sequence[float] | None = None  # one per region (e.g. predicted probabilities), for fills
     # that follow the selected point (RegionFill.follow_points)
+    colour: str | None = None  # "#rrggbb" of this point's dot (default PRED_COLOUR), e.g. its region's colour
 
     def __post_init__(self) -> None:
         if not (_finite(self.lat) and _finite(self.lon)):
@@ -91,6 +98,8 @@ class MapPoint:
             self.error = float(self.error)
         if self.region_values is not None:
             self.region_values = [float(v) for v in self.region_values]
+        if self.colour is not None and not _COLOUR_RE.fullmatch(str(self.colour)):
+            raise ValueError(f"{self.name!r}: colour must be '#rrggbb', got {self.colour!r}")
 
     @property
     def has_truth(self) -> bool:
@@ -142,6 +151,7 @@ def build_map(
     region_fills: Sequence[RegionFill] = (),
     selected: int | None = None,
     cluster: bool | None = None,
+    role: str = "predictions",
 ) -> folium.Map:
     """Build an offline Folium map of predictions, ground truth, error lines and regions.
 
@@ -155,9 +165,14 @@ def build_map(
     ``selected`` (default: the first point that has ``region_values``), and of any point clicked
     afterwards, or selected by the parent page (``postMessage({gmSelect: index})``).
     ``cluster``: cluster the markers (default: beyond ``CLUSTER_ABOVE`` points).
+    ``role``: what the points are, for the popups, legend and layer list (see ``ROLES``): a
+    model's ``"predictions"``, or a collection's ``"photos"`` (their own positions; each dot
+    in its ``MapPoint.colour``, e.g. its region's).
     """
     if frame not in FRAMES:
         raise ValueError(f"unknown frame {frame!r}; valid frames: {', '.join(FRAMES)}")
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; valid roles: {', '.join(ROLES)}")
     region_items = region_list(regions) if regions is not None else []
     if region_fills and not region_items:
         raise ValueError("region_fills need regions")
@@ -187,7 +202,8 @@ def build_map(
     scale = (error_scale([p.error for p in points if p.has_truth], error_unit, quantiles=ERROR_QUANTILES)
              if colour_by_error and any(p.error is not None for p in points if p.has_truth) else None)
     follow = next((k for k, f in enumerate(region_fills) if f.follow_points), -1)
-    payload = _payload(points, frame, error_unit, scale, region_items, region_fills, follow)
+    payload = {**_payload(points, frame, error_unit, scale, region_items, region_fills, follow),
+               "words": ROLES[role]}
     data = _Data(payload)
     m.add_child(data, name="gm_data")
     gm = _Script(f"var gm_map = new GM.Map({m.get_name()}, {data.get_name()});\n")
@@ -204,7 +220,7 @@ def build_map(
     has_truth = any(p.has_truth for p in points)
     groups = {}
     for key, name, show in (("lines", "Error lines", not cluster), ("truth", "Ground truth", True),
-                            ("preds", "Predictions", True)):  # later groups draw on top
+                            ("preds", ROLES[role]["many"], True)):  # later groups draw on top
         if key == "lines" or key == "truth":
             if not has_truth:
                 continue
@@ -220,7 +236,7 @@ def build_map(
     initial = _initial_selection(points, selected) if follow >= 0 else -1
     m.add_child(_Script(f"gm_map.finish({initial});\n"), name="gm_finish")
 
-    legend = _legend_html(title, points, has_truth, scale, region_fills, region_items, initial)
+    legend = _legend_html(title, points, has_truth, scale, region_fills, region_items, initial, ROLES[role]["one"])
     m.get_root().html.add_child(_Raw(legend), name="gm_legend")
     if title:
         m.get_root().title = html.escape(title)
@@ -440,6 +456,8 @@ def _payload(points: Sequence[MapPoint], frame: str, unit: str, scale: ColourSca
             extra["rows"] = [[_esc(k), _esc("—" if v is None else v)] for k, v in p.extra.items()]
         if p.thumbnail:
             extra["thumb"] = _esc(p.thumbnail)
+        if p.colour:
+            extra["colour"] = p.colour
         if follow >= 0 and p.region_values is not None:
             if len(p.region_values) != len(region_items):
                 raise ValueError(f"{p.name!r}: {len(p.region_values)} region values for {len(region_items)} regions")
@@ -510,7 +528,8 @@ def _plan_data_uri(image: Image.Image | bytes | str | os.PathLike) -> str:
 
 
 def _legend_html(title: str | None, points: Sequence[MapPoint], has_truth: bool, scale: ColourScale | None,
-                 fills: Sequence[RegionFill], region_items: list[dict], initial: int) -> str:
+                 fills: Sequence[RegionFill], region_items: list[dict], initial: int,
+                 point_word: str = "Prediction") -> str:
     def swatch(kind: str, colour: str, label: str) -> str:
         return f'<div><span class="gm-{kind}" style="background:{colour}"></span>{label}</div>'
 
@@ -518,7 +537,15 @@ def _legend_html(title: str | None, points: Sequence[MapPoint], has_truth: bool,
     if title:
         parts.append(f'<div class="gm-title">{_esc(title)}</div>')
     if points:
-        parts.append(swatch("dot", PRED_COLOUR, "Prediction"))
+        colours = list(dict.fromkeys(p.colour or PRED_COLOUR for p in points))
+        if len(colours) == 1:
+            parts.append(swatch("dot", colours[0], _esc(point_word)))
+        else:  # one colour per region: the dots' colours, named by their region
+            named = list(dict.fromkeys((p.colour or PRED_COLOUR, p.region or "") for p in points))
+            shown = named[:MAX_LEGEND_COLOURS]
+            parts += [swatch("dot", c, _esc(name or point_word)) for c, name in shown]
+            if len(named) > len(shown):
+                parts.append(f'<div class="gm-sub">and {len(named) - len(shown)} more</div>')
     if has_truth:
         parts.append(swatch("dot", TRUE_COLOUR, "Ground truth"))
         parts.append(scale.legend_html() if scale is not None else swatch("line", LINE_COLOUR, "Error line"))
