@@ -1,7 +1,7 @@
 """An evaluation report that shows where a model fails: per-region table, confusion picture, worst photos.
 
-Pillow only (no plotting library): the confusion matrix is drawn as a heat map PNG
-and the report is a self-contained folder with `index.html`.
+The report is a self-contained folder with `index.html`; the confusion matrix is a PNG drawn
+with matplotlib (`geomodel.charts`).
 """
 from __future__ import annotations
 
@@ -12,36 +12,9 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw, ImageFont
-
+from geomodel.charts import confusion_figure, save_png
 from geomodel.data.images import load_image
 from geomodel.geo import distance
-
-
-def confusion_image(confusion: Sequence[Sequence[int]], labels: Sequence[str], cell: int = 28) -> Image.Image:
-    """Row-normalised confusion matrix as a heat map (rows: true region, columns: predicted)."""
-    m = np.asarray(confusion, dtype=np.float64)
-    n = len(m)
-    rows = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-    font = ImageFont.load_default()
-    margin = 8 + 7 * max((len(s) for s in labels), default=1)
-    size = margin + n * cell + 8
-    caption = "rows: true region, columns: predicted (counts; colour = row share)"
-    img = Image.new("RGB", (max(size, int(font.getlength(caption)) + margin + 8), size + 20), "white")
-    draw = ImageDraw.Draw(img)
-    for i in range(n):
-        for j in range(n):
-            v = rows[i, j]
-            colour = (int(255 - 200 * v), int(255 - 120 * v), 255) if i != j else (int(255 - 200 * v), 255,
-                                                                                   int(255 - 200 * v))
-            x0, y0 = margin + j * cell, margin + i * cell
-            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=colour, outline=(220, 220, 220))
-            if m[i, j]:
-                draw.text((x0 + 4, y0 + 8), f"{int(m[i, j])}", fill="black", font=font)
-        draw.text((2, margin + i * cell + 8), labels[i][:12], fill="black", font=font)
-        draw.text((margin + i * cell + 4, margin - 14), str(i + 1), fill="black", font=font)
-    draw.text((margin, size + 2), caption, fill="black", font=font)
-    return img
 
 
 def worst_photos(pred: pd.DataFrame, frame: str, k: int = 12) -> pd.DataFrame:
@@ -59,7 +32,7 @@ def write_report(pred: pd.DataFrame, metrics: dict, region_names: Sequence[str],
     (out / "thumbs").mkdir(parents=True, exist_ok=True)
     frame = frame or ("wgs84" if metrics.get("error_unit") == "m" else "planar")
     labels = [f"{i + 1} {n}" for i, n in enumerate(region_names)]
-    confusion_image(metrics["confusion"], labels).save(out / "confusion.png")
+    save_png(confusion_figure(metrics["confusion"], labels), out / "confusion.png")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
     unit = html.escape(str(metrics.get("error_unit", "")))
     support = np.asarray(metrics["confusion"]).sum(axis=1)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from geomodel.engine.learning_curve import curve_image, learning_curve, log2_fit, photos_needed
+from geomodel.charts import learning_curve_figure
+from geomodel.engine.learning_curve import learning_curve, log2_fit, photos_needed
 from geomodel.models.matching import LocalMatcher
 from train.cli import main
 
@@ -50,8 +51,13 @@ def test_accuracy_grows_with_the_gallery_and_is_reported_per_share() -> None:
     sampled = learning_curve(maps, labels, 4, fractions=(1.0,), dim=8, max_queries=20, progress=False)
     assert sampled["queries"] == 20 and sampled["photos"] == 48  # queries sampled, all photos in the gallery
     json.dumps(result)  # plain types only
-    img = curve_image(result)
-    assert img.size == (640, 420) and len(img.getcolors(maxcolors=1 << 16)) > 3
+    ax = learning_curve_figure(result).axes[0]
+    measured = ax.containers[0].lines[0].get_xydata()  # the errorbar's points
+    assert measured.tolist() == [[p["photos_per_region"], p["accuracy"]] for p in result["points"]]
+    assert ax.get_xscale() == "log" and "48 photos, 4 regions" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "measured (leave-one-out)" in labels and "top-3" in labels and "target 99%" in labels
+    assert any(label.startswith("fit: +") and label.endswith("per doubling") for label in labels)
 
 
 def test_log2_fit_and_the_photos_a_target_needs() -> None:

@@ -7,7 +7,8 @@ import pandas as pd
 from PIL import Image
 
 from geomodel.predictor import evaluate_frame
-from geomodel.report import confusion_image, worst_photos, write_report
+from geomodel.charts import confusion_figure
+from geomodel.report import worst_photos, write_report
 
 
 def _predictions(tmp_path: Path) -> pd.DataFrame:
@@ -29,13 +30,21 @@ def test_report_shows_failures(tmp_path: Path) -> None:
     page = index.read_text()
     assert "<img src=x onerror" not in page and "&lt;img src=x onerror=alert(1)&gt;.png" in page
     assert "66.7%" in page and "truncated or corrupt" in page
-    assert Image.open(tmp_path / "rep" / "confusion.png").size[0] > 100
+    chart = Image.open(tmp_path / "rep" / "confusion.png")
+    assert chart.format == "PNG" and chart.size[0] > 300 and chart.size[1] > 250
     assert len(list((tmp_path / "rep" / "thumbs").iterdir())) == 3
     worst = worst_photos(pred, "planar", k=2)
     assert worst["filename"].iloc[0].startswith("<img")  # the wrong-region photo comes first
 
 
-def test_confusion_image_scales_with_regions() -> None:
-    small = confusion_image([[1, 0], [0, 1]], ["a", "b"])
-    big = confusion_image([[1] * 15] * 15, [f"r{i}" for i in range(15)])
-    assert big.size[1] > small.size[1]
+def test_confusion_chart_shows_counts_shares_and_names_as_text() -> None:
+    names = ["1 North", "2 $x^2$ <b>South</b>"]
+    fig = confusion_figure([[3, 1], [0, 2]], names)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "predicted region" and ax.get_ylabel() == "true region"
+    assert [t.get_text() for t in ax.get_yticklabels()] == names  # no math parsing of user text
+    assert sorted(t.get_text() for t in ax.texts) == ["1", "2", "3"]  # counts; zero cells stay blank
+    shares = ax.images[0].get_array()
+    assert shares.tolist() == [[0.75, 0.25], [0.0, 1.0]]  # colour = share of the true region's photos
+    big = confusion_figure([[1] * 15] * 15, [f"r{i}" for i in range(15)])
+    assert big.get_size_inches()[1] > fig.get_size_inches()[1]

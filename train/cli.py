@@ -251,7 +251,8 @@ def run_split(args: argparse.Namespace) -> int:
 
 def run_learning_curve(args: argparse.Namespace) -> int:
     from geomodel.config import ModelConfig
-    from geomodel.engine.learning_curve import curve_image, measure
+    from geomodel.charts import learning_curve_figure, save_png
+    from geomodel.engine.learning_curve import measure
     from geomodel.engine.loop import resolve_device
     from geomodel.models.region import RegionClassifier
 
@@ -283,7 +284,7 @@ def run_learning_curve(args: argparse.Namespace) -> int:
         print(f"  left out {problem}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "curve.json").write_text(json.dumps({**result, "problems": problems}, indent=2))
-    curve_image(result).save(args.out / "curve.png")
+    save_png(learning_curve_figure(result), args.out / "curve.png")
     sampled = f" ({result['queries']} of them as queries)" if result["queries"] < result["photos"] else ""
     print(f"{result['photos']} photos{sampled}, {result['regions']} regions; leave-one-out matching accuracy "
           f"(largest region alone: {result['chance_accuracy']:.0%}):")

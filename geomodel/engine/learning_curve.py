@@ -12,13 +12,11 @@ photos (no labels are involved), where stage 1 fits it on its training photos.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from geomodel.data.labels import stratified_pick
@@ -110,61 +108,6 @@ def learning_curve(maps: Sequence[torch.Tensor], regions: torch.Tensor, num_regi
         "target_accuracy": target,
         "photos_per_region_for_target": None if needed is None else round(needed, 1),
         "extrapolated": needed is not None and needed > measured}
-
-
-def curve_image(result: dict, size: tuple[int, int] = (640, 420)) -> Image.Image:
-    """The curve as a picture: measured points (with their spread), the fitted line, the target."""
-    w, h = size
-    left, right, top, bottom = 56, 20, 34, 46
-    points = result["points"]
-    target = result["target_accuracy"]
-    needed = result["photos_per_region_for_target"]
-    xs = [p["photos_per_region"] for p in points] + ([needed] if needed else [])
-    x_lo = 2 ** math.floor(math.log2(max(min(xs), 0.5)))
-    x_hi = 2 ** math.ceil(math.log2(max(max(xs), x_lo * 2)))
-
-    def px(v: float) -> float:
-        return left + (math.log2(v) - math.log2(x_lo)) / (math.log2(x_hi) - math.log2(x_lo)) * (w - left - right)
-
-    def py(a: float) -> float:
-        return h - bottom - min(max(a, 0.0), 1.0) * (h - top - bottom)
-
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    for a in np.linspace(0, 1, 6):  # accuracy grid
-        draw.line([(left, py(a)), (w - right, py(a))], fill=(232, 232, 232))
-        draw.text((8, py(a) - 6), f"{a:.0%}", fill="black", font=font)
-    tick = x_lo
-    while tick <= x_hi:
-        draw.line([(px(tick), top), (px(tick), h - bottom)], fill=(232, 232, 232))
-        draw.text((px(tick) - 6, h - bottom + 6), f"{tick:g}", fill="black", font=font)
-        tick *= 2
-    draw.rectangle([left, top, w - right, h - bottom], outline=(120, 120, 120))
-    draw.line([(left, py(target)), (w - right, py(target))], fill=(220, 60, 60), width=2)
-    draw.text((left + 6, py(target) - 14), f"target {target:.0%}", fill=(200, 40, 40), font=font)
-    chance = result["chance_accuracy"]
-    draw.line([(left, py(chance)), (w - right, py(chance))], fill=(160, 160, 160), width=1)
-    draw.text((w - right - 110, py(chance) - 14), f"largest region {chance:.0%}", fill=(110, 110, 110), font=font)
-    fit = result["fit"]
-    if fit:
-        line = [(px(v), py(fit["intercept"] + fit["slope_per_doubling"] * math.log2(v)))
-                for v in np.geomspace(x_lo, x_hi, 50)]
-        for (x0, y0), (x1, y1) in list(zip(line, line[1:]))[::2]:  # dashed: fitted, extrapolated beyond the data
-            draw.line([(x0, y0), (x1, y1)], fill=(70, 110, 200), width=2)
-    for p in points:
-        x, y, s = px(p["photos_per_region"]), py(p["accuracy"]), p["accuracy_std"]
-        draw.line([(x, py(p["accuracy"] - s)), (x, py(p["accuracy"] + s))], fill=(30, 60, 140), width=2)
-        draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(30, 60, 140))
-    if needed:
-        draw.ellipse([px(needed) - 4, py(target) - 4, px(needed) + 4, py(target) + 4], outline=(200, 40, 40), width=2)
-        draw.text((px(needed) - 40, py(target) + 8), f"~{needed:.0f} photos", fill=(200, 40, 40), font=font)
-    per_doubling = f" ({fit['slope_per_doubling']:+.1%} per doubling)" if fit else ""
-    draw.text((left, 10), f"Leave-one-out matching accuracy, {result['photos']} photos, {result['regions']} regions"
-              f"{per_doubling}", fill="black", font=font)
-    draw.text((left + (w - left - right) // 2 - 80, h - 20), "labelled photos per region (log scale)",
-              fill="black", font=font)
-    return img
 
 
 def measure(csv: str | Path, images: str | Path, model: RegionClassifier, *, image_size: int,
