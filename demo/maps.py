@@ -586,6 +586,7 @@ _LEGEND_CSS = """
 .gm-popup .gm-name{font-weight:600;margin-bottom:3px;overflow-wrap:anywhere}
 .gm-popup th{text-align:left;font-weight:500;color:#555;padding-right:8px;vertical-align:top}
 .gm-popup td{overflow-wrap:anywhere}
+.gm-confusion td{padding-right:10px}
 .gm-region-label span{display:inline-block;transform:translate(-50%,-50%);white-space:nowrap;
   font:600 11px system-ui,sans-serif;color:#222;text-shadow:0 0 3px #fff,0 0 3px #fff,0 0 2px #fff;
   pointer-events:none}

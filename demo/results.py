@@ -6,6 +6,7 @@ the bare file name (shown as text, never as markup) and these keys added:
     gps_latitude, gps_longitude  the photo's EXIF GPS position (wgs84 models only) or None
     gps_error                    distance prediction -> GPS position, in the model's error unit
     thumbnail                    a small data:image/jpeg URI for the map popup, or None
+    probs                        every region's probability (region_id order), or None; the map's shading
 
 Rows are plain JSON-able dicts, so they can live in `gr.State` and be rebuilt into any view.
 """
@@ -103,8 +104,16 @@ def map_points(rows: Sequence[dict]) -> list[MapPoint]:
             true_lat=r["gps_latitude"] if has_gps else None, true_lon=r["gps_longitude"] if has_gps else None,
             error=r.get("gps_error") if has_gps else None, thumbnail=r.get("thumbnail"),
             extra={"Probability": f"{r['region_prob']:.1%}", "Top-k": top_k_text(r["top_k"])},
+            region_values=r.get("probs"),
         ))
     return points
+
+
+def map_index(rows: Sequence[dict], row: int) -> int:
+    """The map point (see `map_points`) of table row `row`; -1 for a photo that is not on the map."""
+    if not 0 <= row < len(rows) or rows[row].get("error") is not None:
+        return -1
+    return sum(r.get("error") is None for r in rows[:row])
 
 
 def problems_markdown(rows: Sequence[dict]) -> str:

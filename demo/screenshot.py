@@ -48,8 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             page.locator("#locate").click()
             expect(page.locator("#results")).to_contain_text(Path(examples[-1]).name, timeout=120_000)
             frame = page.frame_locator("#prediction-map iframe")
-            expect(frame.locator("path.leaflet-interactive")).to_have_count(len(examples), timeout=30_000)
-            markers = frame.locator("path.leaflet-interactive")
+            expect(frame.locator("path.gm-pred")).to_have_count(len(examples), timeout=30_000)
+            markers = frame.locator("path.gm-pred")
             markers.nth(min(4, len(examples) - 1)).dispatch_event("click")  # a low dot: its popup fits
             page.wait_for_timeout(500)
             args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"saved {args.out}")
             if args.validation:
                 page.get_by_role("tab", name="Validation explorer").click()
-                expect(page.frame_locator("#validation-map iframe").locator("path.leaflet-interactive").first
+                expect(page.frame_locator("#validation-map iframe").locator("path.gm-pred").first
                        ).to_be_visible(timeout=30_000)
                 page.wait_for_timeout(500)
                 page.screenshot(path=str(args.validation), full_page=True)

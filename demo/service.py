@@ -59,9 +59,14 @@ def _predict_chunk(predictor: Predictor, paths: list[Path], *, top_k: int, max_b
             where.append(i)
         except (GeomodelError, OSError) as exc:
             rows[i] = _failed(path, _strip_path(str(exc), path))
-    for i, image, pred in zip(where, images, predictor.predict(images, top_k=top_k) if images else []):
-        row = {**pred, "file": paths[i].name, "gps_latitude": None, "gps_longitude": None, "gps_error": None,
-               "thumbnail": thumbnail_data_uri(image) if thumbnails else None}
+    # Every region's probability (the map shades the regions by them); the table keeps the top k.
+    preds = predictor.predict(images, top_k=predictor.num_regions) if images else []
+    for i, image, pred in zip(where, images, preds):
+        probs = [0.0] * predictor.num_regions
+        for t in pred["top_k"]:
+            probs[t["region_id"] - 1] = t["prob"]
+        row = {**pred, "top_k": pred["top_k"][:top_k], "probs": probs, "file": paths[i].name, "gps_latitude": None,
+               "gps_longitude": None, "gps_error": None, "thumbnail": thumbnail_data_uri(image) if thumbnails else None}
         gps = exif_gps(paths[i]) if predictor.frame == "wgs84" else None
         if gps is not None:
             row["gps_latitude"], row["gps_longitude"] = gps
@@ -72,7 +77,7 @@ def _predict_chunk(predictor: Predictor, paths: list[Path], *, top_k: int, max_b
 
 def _failed(path: Path, reason: str) -> dict:
     """The Predictor's failure row (one shape for both), plus the app's own columns."""
-    return {**Predictor._failed(path.name, reason), "gps_latitude": None, "gps_longitude": None,
+    return {**Predictor._failed(path.name, reason), "probs": None, "gps_latitude": None, "gps_longitude": None,
             "gps_error": None, "thumbnail": None}
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import gradio as gr
 
 from demo import results as R
+from demo.map_regions import RegionFill
 from demo.maps import PlanOverlay, render_map, to_iframe
 from demo.service import TooManyPhotos, predict_photos
 from demo.settings import ROOT, AppConfig, load_plan
@@ -43,8 +44,9 @@ class AppContext:
     validation: ValidationSet | None
     validation_problem: str | None  # why there is no explorer, when there is none
     examples: list[Path]
-    empty_map: str  # the map before any prediction (just the plan, if any)
+    empty_map: str  # the map before any prediction (just the plan and the regions, if any)
     work_dir: Path  # where download files are written
+    regions: dict | None = None  # the model's regions.geojson (None: an old model directory without one)
 
     @property
     def bundled(self) -> bool:
@@ -56,20 +58,27 @@ def load_context(config: AppConfig) -> AppContext:
     predictor = Predictor.from_dir(config.model, device=config.device, threads=config.threads)
     info = predictor.info()
     plan = load_plan(config.plan) if config.plan and predictor.frame == "planar" else None
+    regions = _regions_geojson(predictor)
     validation, problem = None, None
     if config.val_csv is not None:
         try:
             validation = ValidationSet.compute(predictor, config.val_csv, config.val_images, plan=plan,
-                                               map_height=MAP_HEIGHT + 40)
+                                               map_height=MAP_HEIGHT + 40, regions=regions)
         except GeomodelError as exc:
             problem = str(exc)
     else:
         problem = "No validation set configured: start the app with --val-csv CSV --val-images FOLDER."
     empty = to_iframe(render_map([], frame=predictor.frame, plan=plan, error_unit=info.error_unit,
-                                 title="Predictions appear here"), height=MAP_HEIGHT)
+                                 title="Predictions appear here", regions=regions), height=MAP_HEIGHT)
     work_dir = Path(tempfile.mkdtemp(prefix="geomodel-app-"))
     return AppContext(config, predictor, info, plan, validation, problem, list(config.examples or []), empty,
-                      work_dir)
+                      work_dir, regions)
+
+
+def _regions_geojson(predictor: Predictor) -> dict | None:
+    """The model's regions as GeoJSON (checked when the model directory was read), or None."""
+    regions = getattr(predictor, "regions", None)  # Predictor.regions: None for model directories without them
+    return regions.to_geojson() if regions is not None else None
 
 
 # ------------------------------------------------------------------------------------ handlers
@@ -93,11 +102,30 @@ def predict(ctx: AppContext, files: list[Any] | None, progress: gr.Progress | No
     return table, prediction_map(ctx, rows), rows
 
 
-def prediction_map(ctx: AppContext, rows: list[dict]) -> str:
+def prediction_map(ctx: AppContext, rows: list[dict], selected: int | None = None) -> str:
+    """The Predict map: the photos' points, and the regions shaded by the probabilities of the
+    selected photo (map point index; default the first), which a click on a dot or a table row changes."""
     n = sum(r.get("error") is None for r in rows)
+    fills = [RegionFill.probability(n_regions=ctx.predictor.num_regions)] if ctx.regions is not None else []
     doc = render_map(R.map_points(rows), frame=ctx.predictor.frame, plan=ctx.plan, error_unit=ctx.info.error_unit,
-                     title=f"{n} predicted photo{'s' if n != 1 else ''}")
+                     title=f"{n} predicted photo{'s' if n != 1 else ''}", regions=ctx.regions, region_fills=fills,
+                     selected=selected)
     return to_iframe(doc, height=MAP_HEIGHT)
+
+
+def select_row(rows: list[dict] | None, evt: gr.SelectData) -> int:
+    """A click in the results table -> the map point of that photo (-1: none, e.g. a failed photo)."""
+    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    return R.map_index(rows or [], int(row)) if row is not None else -1
+
+
+# Runs in the visitor's browser after `select_row`: tells the map (a sandboxed iframe, so only by a
+# message carrying a number) which photo to shade the regions for.
+_SELECT_JS = """(i) => {
+  const frame = document.querySelector('#prediction-map iframe');
+  if (frame && frame.contentWindow && Number.isInteger(i) && i >= 0) frame.contentWindow.postMessage({gmSelect: i}, '*');
+  return i;
+}"""
 
 
 def downloads(ctx: AppContext, rows: list[dict] | None) -> tuple[str, str, Any, Any]:
@@ -116,6 +144,7 @@ def downloads(ctx: AppContext, rows: list[dict] | None) -> tuple[str, str, Any, 
 
 
 def validation_view(ctx: AppContext, choice: str | None) -> tuple[str, str, Any]:
+    """Summary, map and histogram data of the explorer for a filter choice."""
     if ctx.validation is None:
         return R.escape_markdown(ctx.validation_problem or ""), "", None
     view = ctx.validation.view(region_of_choice(choice, ctx.predictor.region_names))
@@ -196,7 +225,10 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             with gr.Row():
                 csv_btn = gr.DownloadButton("Download CSV", visible=False, size="sm")
                 geo_btn = gr.DownloadButton("Download GeoJSON", visible=False, size="sm")
-            gr.Markdown(f"Blue dots are predictions; {frame_note}. Click a dot for details.",
+            selected = gr.Number(-1, visible="hidden", precision=0, elem_id="selected-photo")
+            shading = (" Regions are shaded by the predicted probabilities of the selected photo (the outlined dot): "
+                       "click a dot or a table row to select another." if ctx.regions is not None else "")
+            gr.Markdown(f"Blue dots are predictions; {frame_note}. Click a dot for details.{shading}",
                         elem_classes="gm-note")
 
         with gr.Tab("Validation explorer", id="validation"):
@@ -209,11 +241,16 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                         val_map = gr.HTML(first.map_html, elem_id="validation-map")
                     with gr.Column(scale=2):
                         val_summary = gr.Markdown(first.summary)
-                        hist = gr.Image(first.histogram, type="pil", label="Error histogram", show_label=False,
-                                        interactive=False, buttons=["download"])
+                        hist = gr.BarPlot(first.histogram, x="error", y="photos", x_bin=ctx.validation.bin_width,
+                                          y_aggregate="sum", x_title=f"Error ({unit}); the last bar: this or more",
+                                          y_title="Photos", y_lim=[0, None], title="Error histogram", height=260,
+                                          elem_id="error-histogram")
+                shading = (" Regions are shaded by their accuracy, or by their median error (switch in the map's "
+                           "layer list); click a region to see which regions its photos were mistaken for."
+                           if ctx.regions is not None else "")
                 gr.Markdown("Each photo's true point (purple) is joined to its prediction (blue) by a line coloured "
-                            f"by the error ({R.escape_markdown(unit)}). Predictions were computed once at start-up.",
-                            elem_classes="gm-note")
+                            f"by the error ({R.escape_markdown(unit)}).{shading} Predictions were computed once at "
+                            "start-up.", elem_classes="gm-note")
                 region.change(lambda c: validation_view(ctx, c), region, [val_summary, val_map, hist],
                               api_visibility="private", concurrency_limit=4)
             else:
@@ -230,6 +267,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
         def run_downloads(rows: list[dict] | None):
             return downloads(ctx, rows)
+
+        table.select(select_row, rows_state, selected, api_visibility="private", queue=False).then(
+            None, selected, None, js=_SELECT_JS, api_visibility="private", queue=False)
 
         outputs = [table, pred_map, rows_state]
         after = [summary, problems, csv_btn, geo_btn]

@@ -6,24 +6,26 @@ frame, so a visitor never triggers model work here.
 """
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageDraw, ImageFont
-
+from demo.colours import accuracy_scale, error_scale
+from demo.map_regions import RegionFill
 from demo.maps import MapPoint, PlanOverlay, render_map, thumbnail_data_uri, to_iframe
 from demo.results import escape_markdown
 from geomodel.data.images import load_image
 from geomodel.data.labels import check_region_count, read_labels
 from geomodel.errors import GeomodelError
 from geomodel.geo import distance
-from geomodel.metrics import coord_metrics, region_metrics
+from geomodel.metrics import coord_metrics, per_region_median_error, region_metrics
 from geomodel.predictor import Predictor
 
 ALL_REGIONS = "All regions"
+HISTOGRAM_BINS = 20
 
 
 def region_choices(region_names: Sequence[str]) -> list[str]:
@@ -97,45 +99,63 @@ def validation_points(pred: pd.DataFrame, region_names: Sequence[str],
     return points
 
 
-def error_histogram(errors: Sequence[float], unit: str, *, bins: int = 20, size: tuple[int, int] = (560, 260),
-                    title: str = "Coordinate error") -> Image.Image:
-    """A bar chart of the errors as a PIL image (no plotting library needed)."""
+def histogram_frame(errors: Sequence[float], bin_width: float, *, bins: int = HISTOGRAM_BINS) -> pd.DataFrame:
+    """Photos per error bin, for `gr.BarPlot(x="error", y="photos", x_bin=bin_width)`.
+
+    One row per bin (`error` = the bin's lower edge), the last bin open-ended: a few huge errors
+    (mislabelled photos) land there instead of stretching the axis.
+    """
     e = np.asarray([x for x in errors if np.isfinite(x)], dtype=np.float64)
-    w, h = size
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    font = _font(12)
-    left, right, top, bottom = 48, 24, 26, 36
-    draw.line([(left, h - bottom), (w - right, h - bottom)], fill="#444")
-    draw.line([(left, top), (left, h - bottom)], fill="#444")
-    if len(e) == 0:
-        draw.text((left, 6), f"{title} ({unit}): no photos", fill="#222", font=font)
-        return img
-    hi = float(np.max(e)) if np.max(e) > 0 else 1.0
-    counts, edges = np.histogram(e, bins=bins, range=(0.0, hi))
-    plot_w, plot_h = w - left - right, h - top - bottom
-    peak = max(int(counts.max()), 1)
-    median = float(np.median(e))
-    for i, c in enumerate(counts):
-        x0 = left + plot_w * i / bins
-        x1 = left + plot_w * (i + 1) / bins
-        y0 = h - bottom - plot_h * c / peak
-        if c:
-            draw.rectangle([x0 + 1, y0, x1 - 1, h - bottom - 1], fill="#1f77b4")
-    xm = left + plot_w * median / hi
-    draw.line([(xm, top), (xm, h - bottom)], fill="#d73027", width=2)
-    head = f"{title} ({unit}), n = {len(e)}, "
-    draw.text((left, 6), head, fill="#222", font=font)
-    draw.text((left + draw.textlength(head, font=font), 6), f"median {median:,.1f}", fill="#d73027", font=font)
-    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
-        x = left + plot_w * frac
-        draw.line([(x, h - bottom), (x, h - bottom + 4)], fill="#444")
-        draw.text((x, h - bottom + 6), f"{hi * frac:,.0f}", fill="#444", font=font, anchor="ma")
-    for count in sorted({0, peak // 2, peak}):  # whole photo counts only
-        y = h - bottom - plot_h * count / peak
-        draw.text((left - 6, y), str(count), fill="#444", font=font, anchor="rm")
-    draw.text((w // 2, h - 4), f"error ({unit})", fill="#444", font=font, anchor="md")
-    return img
+    idx = np.minimum((e // bin_width).astype(np.int64), bins - 1) if len(e) else np.zeros(0, np.int64)
+    counts = np.bincount(idx, minlength=bins)[:bins]
+    return pd.DataFrame({"error": np.arange(bins) * float(bin_width), "photos": counts.astype(np.int64)})
+
+
+def histogram_bin_width(errors: Sequence[float], bins: int = HISTOGRAM_BINS) -> float:
+    """A round bin width whose `bins` bins cover the errors up to their 98th percentile (the same for
+    every region's view, so that the views compare)."""
+    e = np.asarray([x for x in errors if np.isfinite(x)], dtype=np.float64)
+    top = float(np.quantile(e, 0.98)) if len(e) else 1.0
+    raw = max(top, 1e-9) / bins
+    mag = 10 ** np.floor(np.log10(raw))
+    return float(next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw))
+
+
+def region_fills(pred: pd.DataFrame, region_names: Sequence[str], unit: str) -> list[RegionFill]:
+    """The explorer's region shadings: accuracy and median error per (true) region, over the whole set.
+
+    Clicking a region shows its popup: its confusion row (which regions its photos were
+    predicted as), accuracy and median error. Names are escaped here.
+    """
+    n = len(region_names)
+    ok = pred[pred["error"].isna()]
+    true_r = ok["Region_ID"].to_numpy(np.int64) - 1
+    reg = region_metrics(true_r, ok["pred_region_id"].to_numpy(np.int64) - 1, n)
+    med = per_region_median_error(ok["distance"].to_numpy(np.float64), true_r, n)
+    acc = reg["per_region_accuracy"]
+    popups = [confusion_popup(i, region_names, reg["confusion"][i], acc[i], med[i], unit) for i in range(n)]
+    return [RegionFill("Accuracy", acc, accuracy_scale(), popups=popups),
+            RegionFill("Median error", med, error_scale(med, unit, caption="Median error"), popups=popups)]
+
+
+def confusion_popup(i: int, region_names: Sequence[str], row: Sequence[int], accuracy: float | None,
+                    median: float | None, unit: str) -> str:
+    """Region i's popup (HTML, every name escaped): its photos, accuracy, median error, and what
+    the wrongly placed ones were taken for (its confusion row, largest first)."""
+    esc = html.escape
+    total = int(sum(row))
+    head = f'<div class="gm-name">{i + 1} · {esc(region_names[i])}</div>'
+    if total == 0:
+        return f'<div class="gm-popup gm-confusion">{head}No validation photos here.</div>'
+    stats = (f"<div>{total} photo{'s' if total != 1 else ''} · accuracy <b>{accuracy:.0%}</b> · median error "
+             f"<b>{median:,.1f}</b> {esc(unit)}</div>")
+    wrong = sorted(((int(c), j) for j, c in enumerate(row) if j != i and c), reverse=True)
+    if not wrong:
+        return f'<div class="gm-popup gm-confusion">{head}{stats}<div>All recognised.</div></div>'
+    rows = "".join(f"<tr><td>{j + 1} · {esc(region_names[j])}</td><td>{c}</td><td>{c / total:.0%}</td></tr>"
+                   for c, j in wrong)
+    return (f'<div class="gm-popup gm-confusion">{head}{stats}<div>Mistaken for:</div>'
+            f"<table>{rows}</table></div>")
 
 
 @dataclass
@@ -144,7 +164,7 @@ class ValidationView:
 
     map_html: str
     summary: str
-    histogram: Image.Image
+    histogram: pd.DataFrame  # see histogram_frame
 
 
 @dataclass
@@ -158,11 +178,17 @@ class ValidationSet:
     plan: PlanOverlay | None = None
     thumbnails: dict[str, str] = field(default_factory=dict)
     map_height: int = 560
+    regions: dict | None = None  # regions.geojson of the model, drawn and shaded when known
     _views: dict[int | None, ValidationView] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.bin_width = histogram_bin_width(self.pred["distance"].to_numpy())
+        self.fills = region_fills(self.pred, self.region_names, self.unit) if self.regions is not None else []
 
     @classmethod
     def compute(cls, predictor: Predictor, csv: str | Path, images: str | Path, *,
-                plan: PlanOverlay | None = None, map_height: int = 560) -> "ValidationSet":
+                plan: PlanOverlay | None = None, map_height: int = 560,
+                regions: dict | None = None) -> "ValidationSet":
         """Predict the whole set (the only model work here) and pre-render every view."""
         df = read_labels(csv)
         check_region_count(csv, df, predictor.num_regions)
@@ -174,7 +200,7 @@ class ValidationSet:
             except GeomodelError:
                 pass
         vs = cls(pred, predictor.region_names, predictor.frame, predictor.info().error_unit, plan, thumbs,
-                 map_height)
+                 map_height, regions)
         for region in [None, *range(1, predictor.num_regions + 1)]:
             vs.view(region)
         return vs
@@ -185,15 +211,9 @@ class ValidationSet:
             label = ALL_REGIONS if region_id is None else f"Region {region_id} · {self.region_names[region_id - 1]}"
             m = metrics(part, len(self.region_names), self.frame)
             html_doc = render_map(validation_points(part, self.region_names, self.thumbnails), frame=self.frame,
-                                  plan=self.plan, error_unit=self.unit, title=f"Validation: {label}")
+                                  plan=self.plan, error_unit=self.unit, title=f"Validation: {label}",
+                                  regions=self.regions, region_fills=self.fills)
             self._views[region_id] = ValidationView(
                 to_iframe(html_doc, height=self.map_height), metrics_markdown(m, self.unit, label),
-                error_histogram(part["distance"].to_numpy(), self.unit, title=f"Error, {label}"))
+                histogram_frame(part["distance"].to_numpy(), self.bin_width))
         return self._views[region_id]
-
-
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):  # Pillow built without FreeType
-        return ImageFont.load_default()

@@ -20,8 +20,8 @@ from PIL import Image
 
 from demo import results as R
 from demo.settings import BUNDLED_EXAMPLES, BUNDLED_MODEL, BUNDLED_VAL_CSV, config_from_args, parse_size
-from demo.validation import (ALL_REGIONS, add_errors, error_histogram, metrics, region_choices, region_of_choice,
-                             validation_points)
+from demo.validation import (ALL_REGIONS, add_errors, confusion_popup, histogram_bin_width, histogram_frame, metrics,
+                             region_choices, region_fills, region_of_choice, validation_points)
 
 ROOT = Path(__file__).resolve().parents[1]
 XSS = "<img src=x onerror=alert(1)>.jpg"
@@ -146,11 +146,33 @@ def test_region_filter_choices():
     assert region_of_choice("nonsense", ["North", "South"]) is None
 
 
-def test_error_histogram_is_a_picture():
-    img = error_histogram([1.0, 2.0, 2.5, 10.0], "units", size=(400, 200))
-    assert img.size == (400, 200) and img.mode == "RGB"
-    assert len(img.getcolors(maxcolors=1 << 16)) > 2  # bars, axes and text were drawn
-    assert error_histogram([], "m").size == (560, 260)
+def test_error_histogram_data_for_the_native_plot():
+    width = histogram_bin_width([1.0, 2.0, 2.5, 10.0, 300.0], bins=20)
+    assert width in (1.0, 2.0, 2.5, 5.0, 10.0, 20.0)  # a round width
+    df = histogram_frame([1.0, 2.0, 2.5, 10.0, float("nan"), 300.0], 1.0, bins=5)
+    assert df["error"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]  # each bar's lower edge
+    assert df["photos"].tolist() == [0, 1, 2, 0, 2]  # 10 and 300 land in the open-ended last bin
+    assert histogram_frame([], 1.0, bins=3)["photos"].tolist() == [0, 0, 0]
+
+
+def test_region_fills_carry_accuracy_median_error_and_the_confusion_row():
+    pred = add_errors(_val_frame(), "planar")  # region 1: a right (error 5), b taken for 2 (error 2); region 2: c right
+    acc, med = region_fills(pred, ["North", XSS], "units")
+    assert acc.values == [0.5, 1.0] and med.values == [3.5, 0.0]
+    assert acc.scale.colour(0.5) != acc.scale.colour(1.0)
+    popup = acc.popups[0]
+    assert "1 · North" in popup and "2 photos" in popup and "accuracy <b>50%</b>" in popup
+    assert "median error <b>3.5</b> units" in popup
+    assert "Mistaken for:" in popup and "<td>2 · &lt;img src=x onerror=alert(1)&gt;.jpg</td><td>1</td><td>50%</td>" in popup
+    assert "<img" not in acc.popups[1] and "All recognised." in acc.popups[1]
+    assert "No validation photos here." in confusion_popup(0, ["A", "B"], [0, 0], None, None, "m")
+
+
+def test_map_index_of_table_rows_skips_failed_photos():
+    rows = [_row("a.jpg"), _row("bad.jpg", error="x"), _row("c.jpg")]
+    assert [R.map_index(rows, i) for i in range(4)] == [0, -1, 1, -1]
+    points = R.map_points([{**r, "probs": [0.25, 0.75]} if r["error"] is None else r for r in rows])
+    assert points[1].name == "c.jpg" and points[1].region_values == [0.25, 0.75]
 
 
 # ---------------------------------------------------------------------------------- settings
@@ -240,6 +262,10 @@ def test_service_lists_bad_files_and_predicts_the_good_ones(predictor, tmp_path)
     assert [r["file"] for r in rows] == [EXAMPLE.name, "empty.jpg", "notes.jpg", "truncated.jpg"]
     assert rows[0]["error"] is None and rows[0]["region_name"] in predictor.region_names
     assert rows[0]["thumbnail"].startswith("data:image/jpeg;base64,")
+    assert len(rows[0]["top_k"]) == 3 and rows[1]["probs"] is None
+    probs = rows[0]["probs"]  # every region's probability, for the map's shading
+    assert len(probs) == predictor.num_regions and sum(probs) == pytest.approx(1.0, abs=1e-5)
+    assert probs[rows[0]["region_id"] - 1] == pytest.approx(rows[0]["region_prob"]) == pytest.approx(max(probs))
     assert rows[1]["error"] == "the file is empty (0 bytes)"
     assert rows[2]["error"] == "this is a text file, not an image"
     assert "truncated" in rows[3]["error"]
@@ -317,6 +343,24 @@ def test_api_predict_returns_table_and_map(client, tmp_path):
     doc = html.unescape(re.search(r'srcdoc="([^"]*)"', map_html).group(1))
     points = json.loads(re.search(r"var gm_data_\w+ = (\{.*?\});\n", doc).group(1))["pts"]
     assert [p[0] for p in points] == [EXAMPLE.name] and "data:image/png;base64," in doc  # one point on the plan
+
+
+@pytest.mark.slow
+def test_api_table_is_what_the_predictor_alone_gives(client, predictor, tmp_path):
+    """The map gained region shading; the API's table did not change: the same as from Predictor.predict's top 3."""
+    from gradio_client import handle_file
+
+    from demo.service import _failed
+
+    bad = _bad_files(tmp_path)[0]
+    table, _ = client.predict([handle_file(str(EXAMPLE)), handle_file(str(bad))], api_name="/predict")
+    [direct] = predictor.predict([EXAMPLE], top_k=3)
+    rows = [{**direct, "file": EXAMPLE.name, "gps_latitude": None, "gps_longitude": None, "gps_error": None},
+            {**_failed(bad, "the file is empty (0 bytes)")}]
+    expected = R.results_table(rows, predictor.info().error_unit, gps=False)
+    assert table["headers"] == list(expected.columns)
+    got = pd.DataFrame(table["data"], columns=table["headers"])
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
 
 
 @pytest.mark.slow

@@ -71,7 +71,7 @@ def test_upload_predict_and_see_markers_on_the_map(page, tmp_path):
     expect(page.locator("#problems")).to_contain_text("1 of 3 photos could not be used")
 
     frame = page.frame_locator("#prediction-map iframe")
-    markers = frame.locator("path.leaflet-interactive")
+    markers = frame.locator("path.gm-pred")
     expect(markers).to_have_count(2, timeout=30_000)  # two photos predicted, the text file is not on the map
     expect(frame.locator(".leaflet-image-layer")).to_have_count(1)  # the campus plan under the points
     markers.last.dispatch_event("click")
@@ -88,7 +88,7 @@ def test_validation_explorer_shows_every_photo_and_filters(page):
 
     page.get_by_role("tab", name="Validation explorer").click()
     frame = page.frame_locator("#validation-map iframe")
-    lines_and_dots = frame.locator("path.leaflet-interactive")
+    lines_and_dots = frame.locator("path.gm-pred, path.gm-truth, path.gm-line")
     expect(lines_and_dots).to_have_count(60 * 3, timeout=30_000)  # per photo: truth, prediction, error line
     # Built while its tab was hidden, the map must still fit the campus once shown (not stay zoomed out).
     plan = frame.locator(".leaflet-image-layer")
@@ -99,7 +99,7 @@ def test_validation_explorer_shows_every_photo_and_filters(page):
     expect(page.locator("#validation-map")).to_be_visible()
     frame = page.frame_locator("#validation-map iframe")
     expect(frame.locator(".gm-title")).to_contain_text("Region 2", timeout=30_000)
-    assert 0 < frame.locator("path.leaflet-interactive").count() < 60 * 3
+    assert 0 < frame.locator("path.gm-pred, path.gm-truth, path.gm-line").count() < 60 * 3
     page.screenshot(path=str(ARTIFACTS / "validation.png"), full_page=True)
     assert page.dialogs == []
 
@@ -112,7 +112,7 @@ def test_clicking_an_example_locates_it_and_the_model_tab_describes_the_model(pa
     results = page.locator("#results")
     expect(results).to_contain_text("campus_photo_1.jpg", timeout=120_000)
     expect(results).not_to_contain_text("notes.jpg")  # the new request replaced the old results
-    expect(page.frame_locator("#prediction-map iframe").locator("path.leaflet-interactive")).to_have_count(1)
+    expect(page.frame_locator("#prediction-map iframe").locator("path.gm-pred")).to_have_count(1)
     page.get_by_role("tab", name="Model").click()
     expect(page.get_by_text("efficientnet_lite0 (shared with region)")).to_be_visible()
     expect(page.get_by_text("bundled synthetic demo")).to_be_visible()
