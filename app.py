@@ -18,9 +18,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 def build(argv: Sequence[str] | None = None):
     """Parse settings, load the model once, and return `(blocks, config)` with the queue set up."""
     from demo.settings import config_from_args
+
+    config = config_from_args(argv)  # bad settings and Hub errors are told before Gradio and torch load
     from demo.ui import build_app, load_context
 
-    config = config_from_args(argv)
     blocks = build_app(load_context(config))
     blocks.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
     return blocks, config

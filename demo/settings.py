@@ -2,7 +2,8 @@
 
 Every flag has an environment variable (`--model` <- GEOMODEL_MODEL_DIR, `--port` <- PORT, ...),
 so a hosted Space is configured without editing code. With no settings at all the app serves the
-bundled synthetic demo from `assets/`.
+bundled synthetic demo from `assets/`. The model, validation set and examples may also be `hf://`
+URLs: `geomodel.hub` downloads them into the Hugging Face cache before anything loads.
 """
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import argparse
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
+
+from geomodel.hub import (HubSettings, Resolved, images_beside, is_hub_url, resolve_dataset_file,
+                          resolve_dataset_folder, resolve_model)
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
@@ -23,15 +27,17 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 # flag -> (environment variable, default, help)
 _ENV = {
-    "model": ("GEOMODEL_MODEL_DIR", None, "model directory (region.pt + coords.pt); default: the bundled demo"),
-    "val_csv": ("GEOMODEL_VAL_CSV", None, "labelled CSV for the Validation explorer (default: the bundled one "
-                "with the bundled model, none otherwise)"),
-    "val_images": ("GEOMODEL_VAL_IMAGES", None, "folder of the validation photos (default: images/ beside the "
-                   "CSV, else the CSV's folder)"),
+    "model": ("GEOMODEL_MODEL_DIR", None, "model directory (region.pt + coords.pt), or a model repo on the Hub: "
+              "hf://OWNER/NAME[@REVISION]; default: the bundled demo"),
+    "val_csv": ("GEOMODEL_VAL_CSV", None, "labelled CSV for the Validation explorer, or "
+                "hf://datasets/OWNER/NAME[@REVISION]/PATH (default: the bundled one with the bundled model, "
+                "none otherwise)"),
+    "val_images": ("GEOMODEL_VAL_IMAGES", None, "folder of the validation photos, or hf://datasets/... (default: "
+                   "images/ beside the CSV, else the CSV's folder)"),
     "plan": ("GEOMODEL_PLAN", None, "plan.json (bounds) with plan.png beside it, drawn under planar maps "
              "(default: MODEL/plan.json when present)"),
-    "examples": ("GEOMODEL_EXAMPLES", None, "folder of example photos (default: the bundled ones with the "
-                 "bundled model)"),
+    "examples": ("GEOMODEL_EXAMPLES", None, "folder of example photos, or hf://datasets/... (default: the "
+                 "bundled ones with the bundled model)"),
     "host": ("GRADIO_SERVER_NAME", "127.0.0.1", "address to listen on (0.0.0.0 to serve the network)"),
     "port": ("PORT", "7860", "port to listen on (also read from GRADIO_SERVER_PORT)"),
     "max_files": ("GEOMODEL_MAX_FILES", "32", "most photos accepted in one request"),
@@ -60,6 +66,7 @@ class AppConfig:
     queue_size: int = 16  # waiting requests; more get "queue full"
     threads: int | None = None
     device: str = "auto"
+    sources: dict[str, str] = field(default_factory=dict)  # settings given as hf:// URLs: name -> URL (commit)
 
     def __post_init__(self) -> None:
         for name in ("max_files", "max_file_size", "concurrency", "queue_size", "port"):
@@ -98,17 +105,33 @@ def get_args_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentPa
 def config_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> AppConfig:
     """Parse flags (with environment defaults) into a checked `AppConfig`."""
     a = get_args_parser(env).parse_args(argv)
-    model = Path(a.model) if a.model else BUNDLED_MODEL
+    hub = HubSettings.from_env(env)
+    fetched: dict[str, Resolved] = {}  # settings given as hf:// URLs, downloaded into the Hub cache
+
+    def local(name: str, resolve: Callable[[str, HubSettings], Resolved]) -> Path | None:
+        value = getattr(a, name)
+        if is_hub_url(value):
+            fetched[name] = resolve(value, hub)
+            return fetched[name].path
+        return Path(value) if value else None
+
+    model = local("model", resolve_model) or BUNDLED_MODEL
     bundled = model.resolve() == BUNDLED_MODEL.resolve()
-    val_csv = Path(a.val_csv) if a.val_csv else (BUNDLED_VAL_CSV if bundled else None)
-    val_images = Path(a.val_images) if a.val_images else (_images_beside(val_csv) if val_csv else None)
+    val_csv = local("val_csv", resolve_dataset_file) or (BUNDLED_VAL_CSV if bundled else None)
+    val_images = local("val_images", resolve_dataset_folder)
+    if val_images is None and "val_csv" in fetched:
+        fetched["val_images"] = images_beside(fetched["val_csv"], hub)
+        val_images = fetched["val_images"].path
+    elif val_images is None and val_csv is not None:
+        val_images = _images_beside(val_csv)
     plan = Path(a.plan) if a.plan else (model / "plan.json" if (model / "plan.json").is_file() else None)
-    examples_dir = Path(a.examples) if a.examples else (BUNDLED_EXAMPLES if bundled else None)
+    examples_dir = local("examples", resolve_dataset_folder) or (BUNDLED_EXAMPLES if bundled else None)
     return AppConfig(model=model, val_csv=val_csv, val_images=val_images, plan=plan,
                      examples=list_images(examples_dir) if examples_dir else None, host=a.host, port=int(a.port),
                      max_files=int(a.max_files), max_file_size=parse_size(a.max_file_size),
                      concurrency=int(a.concurrency), queue_size=int(a.queue_size),
-                     threads=int(a.threads) if a.threads else None, device=a.device)
+                     threads=int(a.threads) if a.threads else None, device=a.device,
+                     sources={name: got.describe() for name, got in fetched.items()})
 
 
 def list_images(folder: Path) -> list[Path]:

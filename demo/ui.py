@@ -159,6 +159,7 @@ def model_markdown(info: ModelInfo, config: AppConfig) -> str:
     region_list = ", ".join(f"{i + 1} {e(n)}" for i, n in enumerate(info.region_names))
     frame = ("WGS84 latitude/longitude, errors in metres" if info.frame == "wgs84"
              else f"planar coordinates, errors in {e(info.error_unit)}")
+    shown = config.sources.get("model", shown)  # a model from the Hub is known by its hf:// URL, not its cache path
     rows = [("Model", R.code_span(str(shown)) + (" (bundled synthetic demo)" if config.is_bundled else "")),
             ("Region classifier backbone", e(info.backbones["region"])),
             ("Coordinate regressor backbone", e(info.backbones["coords"])),

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from train import check
 from train.presets import PRESETS, apply_preset
 
 STAGES = ("region", "coords", "fit")
@@ -119,6 +120,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=16)
+    check.add_arguments(sub.add_parser("check", help="is a model directory (or hf:// model repo) complete and "
+                                       "loadable; its size and what it was trained on"))
     p = sub.add_parser("predict", help="predict region and coordinates for images")
     p.add_argument("--model", required=True, type=Path, help="model directory")
     p.add_argument("images", nargs="+", type=Path, help="image files")
@@ -352,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_split(args)
         if args.command == "learning-curve":
             return run_learning_curve(args)
+        if args.command == "check":
+            return check.run_check(args)
         return run_predict(args)
     except GeomodelError as exc:
         print(f"error: {exc}", file=sys.stderr)
