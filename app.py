@@ -40,7 +40,9 @@ def launch(blocks, config, **overrides) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from geomodel.errors import GeomodelError
+    from geomodel.runtime import keep_freed_memory
 
+    keep_freed_memory()  # batches of photos reuse freed memory instead of faulting in fresh pages
     try:
         blocks, config = build(argv)
     except (GeomodelError, ValueError, OSError) as exc:

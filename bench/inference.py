@@ -8,7 +8,8 @@ the whole way: file decode, resize/normalise, backbone(s), both heads. Measured:
 
 * the configurations named by --configs: `BACKBONE@SIZE` (lite0/1/2 = EfficientNet-Lite,
   shared layout: one trunk pass feeds both stages), `+bf16` for bfloat16 autocast, `+match`
-  for the cpu-small recipe's stage 1 with local matching against a 162-photo gallery;
+  for the cpu-small recipe's stage 1 with local matching against a 162-photo gallery (the
+  compact gallery `fit` writes: each photo's 16-photo shortlist, product-quantised codes);
 * the original-style pipeline ("seed_style"): ViT-B/16 region classifier, then a
   ResNet-101 coordinate model with its own backbone (separate layout), 224 px.
 
@@ -51,6 +52,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="OpenMP idle threads sleep (passive) or spin (active, libgomp's default); spinning "
                         "threads slow everything down badly when other processes share the cores. "
                         "env: leave OMP_WAIT_POLICY as it is")
+    p.add_argument("--allocator", choices=("keep", "default"), default="keep",
+                   help="keep: glibc reuses freed memory (geomodel.runtime.keep_freed_memory, as app.py and "
+                        "`python -m train` set it); default: glibc's own (every big batch faults in fresh pages)")
     p.add_argument("--batch", type=int, default=32, help="the large batch size (photos per round)")
     p.add_argument("--mid-batch", type=int, default=4, help="also measured: the Predictor's default on CPU (0: skip)")
     p.add_argument("--single-photos", type=int, default=12, help="photos predicted one by one per round")
@@ -90,14 +94,13 @@ def write_model(out: Path, *, region_backbone: str, coords_backbone: str, image_
     rcfg = ModelConfig(kind="region", backbone=region_backbone, pretrained=False, num_regions=NUM_REGIONS,
                        **matching)
     region = RegionClassifier(rcfg, image_size=image_size).eval()
+    extra = {}
     if match_gallery:  # speed does not depend on the descriptors' values, only on their number
-        with torch.no_grad():
-            _, maps = region.forward_features_and_maps(torch.zeros(1, 3, image_size, image_size))
-        region.matcher.fit([torch.randn(match_gallery, 4, *m.shape[1:]) for m in maps],
-                           torch.arange(match_gallery) % NUM_REGIONS)
+        extra["gallery"] = _random_gallery(region, match_gallery, image_size, out)
     common = dict(data_config=data, image_size=image_size, frame="planar", region_names=names)
-    atomic_save(make_checkpoint(region, kind="region", model_config=to_dict(rcfg),
-                                norm=(region.backbone.mean, region.backbone.std), **common), out / "region.pt")
+    atomic_save({**make_checkpoint(region, kind="region", model_config=to_dict(rcfg),
+                                   norm=(region.backbone.mean, region.backbone.std), **common), **extra},
+                out / "region.pt")
     ccfg = ModelConfig(kind="coords", backbone=coords_backbone, pretrained=False, num_regions=NUM_REGIONS,
                        layout=layout, attention="scalar" if layout == "separate" else "features")
     coords = CoordRegressor(ccfg, feature_dim=region.feature_dim if layout == "shared" else None,
@@ -112,6 +115,34 @@ def write_model(out: Path, *, region_backbone: str, coords_backbone: str, image_
     return out
 
 
+def _random_gallery(region, photos: int, image_size: int, out: Path) -> dict:
+    """A compact matching gallery of `photos` random photos (4 views each) in `out`, as `fit` writes it."""
+    import numpy as np
+    import torch
+
+    from geomodel.engine.gallery import GALLERY_FILE, BuiltGallery
+
+    with torch.no_grad():
+        _, maps = region.forward_features_and_maps(torch.zeros(1, 3, image_size, image_size))
+    maps = [torch.randn(photos, 4, *m.shape[1:]) for m in maps]
+    feats = torch.randn(photos, region.feature_dim)
+    matcher = region.matcher
+    matcher.fit_whitening([m[:, 0] for m in maps])
+    encoded = matcher.encode(maps)
+    matcher.fit_codebooks(encoded)
+    matcher.fit_global(feats)
+    codes = matcher.quantise(encoded).numpy()
+    partial = out / (GALLERY_FILE + ".partial")
+    out.mkdir(parents=True, exist_ok=True)
+    np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=codes.shape)[:] = codes
+    built = BuiltGallery(partial, np.load(partial, mmap_mode="r"), matcher.describe(feats).half(),
+                         torch.arange(photos) % NUM_REGIONS, [m.shape[3] * m.shape[4] for m in maps])
+    meta = built.publish(out / GALLERY_FILE)
+    matcher.attach_codes(built.codes, built.global_desc, built.regions)
+    region.cfg.match_weight = 0.7
+    return meta
+
+
 def _rate(fn, n: int) -> float:
     start = time.perf_counter()
     fn()
@@ -123,6 +154,10 @@ def main(args: argparse.Namespace) -> dict:
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
     import torch
 
+    from geomodel.runtime import keep_freed_memory
+
+    if args.allocator == "keep":
+        keep_freed_memory()
     from geomodel.data.images import load_image
     from geomodel.data.transforms import build_transforms
     from geomodel.predictor import Predictor
@@ -188,6 +223,7 @@ def main(args: argparse.Namespace) -> dict:
         "batch_consistent": consistent,
         "photos": source,
         "rounds": args.rounds,
+        "allocator": args.allocator,
         "machine": {**info, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                     "load_avg_end": machine()["load_avg"]},
         "wall_s": round(time.perf_counter() - began, 1),

@@ -15,6 +15,8 @@ ATTENTIONS = ("features", "scalar")
 REGION_INPUTS = ("predicted", "true")
 COORD_TARGETS = ("absolute", "offset")
 MATCH_MODES = ("region", "photo")  # local matching: best match per region, or the best single photo
+# fusion weights of local matching tried on the validation split during fit (0: matching off)
+MATCH_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 T = TypeVar("T")
 
@@ -88,6 +90,9 @@ class ModelConfig:
     match_temperature: float = 0.02  # softmax temperature over the regions' best cosine similarities
     match_mode: str = "region"  # "region": each descriptor's best match in the region; "photo": best photo
     match_zoom: float = 0.7  # the gallery also holds each photo's central share as a closer view (1: none)
+    match_shortlist: int = 16  # gallery photos matched per query: the most similar by global descriptor
+    match_code_bytes: int = 16  # bytes per stored local descriptor (product quantisation of match_dim numbers)
+    match_global_dim: int = 64  # size of the global descriptor that shortlists gallery photos
 
     def __post_init__(self) -> None:
         _check_choice("kind", self.kind, ("region", "coords"))
@@ -108,7 +113,10 @@ class ModelConfig:
                              "matching reuses the maps the trunk already computes")
         if not 0 <= self.match_weight <= 1:
             raise ValueError(f"match_weight must be in [0, 1], got {self.match_weight}")
-        _check_positive(self, "match_dim", "match_temperature")
+        _check_positive(self, "match_dim", "match_temperature", "match_shortlist", "match_code_bytes",
+                        "match_global_dim")
+        if self.match_dim % self.match_code_bytes:
+            raise ValueError(f"match_code_bytes ({self.match_code_bytes}) must divide match_dim ({self.match_dim})")
         _check_choice("match_mode", self.match_mode, MATCH_MODES)
         if not 0 < self.match_zoom <= 1:
             raise ValueError(f"match_zoom must be in (0, 1], got {self.match_zoom}")
@@ -135,6 +143,9 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 0
     amp: bool = False  # bf16/fp16 autocast on CUDA
+    # region stage with matching: fusion weights tried on validation (the best is kept; 0 = off, and then
+    # no gallery is stored); one value fixes the weight
+    match_weights: list[float] = field(default_factory=lambda: list(MATCH_WEIGHTS))
 
     def __post_init__(self) -> None:
         _check_positive(self, "epochs", "batch_size", "patience")
@@ -145,6 +156,9 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        self.match_weights = [float(w) for w in self.match_weights]
+        if not self.match_weights or any(not 0 <= w <= 1 for w in self.match_weights):
+            raise ValueError(f"match weights must be in [0, 1], got {self.match_weights}")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

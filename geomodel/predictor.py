@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from geomodel.data.images import ImageInput, describe, load_image
 from geomodel.data.transforms import build_transforms
 from geomodel.engine.checkpoint import load_checkpoint
+from geomodel.engine.gallery import open_gallery
 from geomodel.engine.loop import resolve_device
 from geomodel.errors import CheckpointError, GeomodelError
 from geomodel.models import model_from_checkpoint
@@ -34,6 +35,11 @@ class ModelInfo:
 
 
 PRECISIONS = ("fp32", "bf16")
+
+
+def _described(ckpt: dict) -> dict:
+    """A checkpoint's description without its weights and training state (kept alive by the Predictor)."""
+    return {k: v for k, v in ckpt.items() if k not in ("state_dict", "resume")}
 
 
 class Predictor:
@@ -69,9 +75,15 @@ class Predictor:
         if threads:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
-        self.region_ckpt, self.coords_ckpt = region_ckpt, coords_ckpt
+        # what the checkpoints say about the model, without their weights: the models hold those
+        self.region_ckpt, self.coords_ckpt = (_described(c) for c in (region_ckpt, coords_ckpt))
         self.region_model = model_from_checkpoint(region_ckpt, path=f"{model_dir}/region.pt").to(self.device)
         self.coords_model = model_from_checkpoint(coords_ckpt, path=f"{model_dir}/coords.pt").to(self.device)
+        if region_ckpt.get("gallery"):
+            if not model_dir:
+                raise CheckpointError("this region checkpoint keeps its matching gallery in a file beside it: "
+                                      "load it with Predictor.from_dir(model_dir)")
+            open_gallery(self.region_model, region_ckpt, Path(model_dir))
         self.shared = self.coords_model.backbone is None
         if self.shared and region_ckpt["image_size"] != coords_ckpt["image_size"]:
             raise CheckpointError(f"{model_dir}: shared-layout stages disagree on image size")
@@ -81,10 +93,10 @@ class Predictor:
                                            region_ckpt["image_size"], train=False)
         self._tf_coords = build_transforms((coords_ckpt["norm"]["mean"], coords_ckpt["norm"]["std"]),
                                            coords_ckpt["image_size"], train=False)
-        if self.device.type == "cpu":
-            self.region_model.to(memory_format=torch.channels_last)
+        if self.device.type == "cpu":  # the trunks only: a 4-D gallery buffer would be copied for nothing
+            self.region_model.backbone.to(memory_format=torch.channels_last)
             if self.coords_model.backbone is not None:
-                self.coords_model.to(memory_format=torch.channels_last)
+                self.coords_model.backbone.to(memory_format=torch.channels_last)
         self.model_dir = model_dir
         # Photos per forward pass when predict() is not told: on CPU small batches are faster per
         # photo for EfficientNet-Lite (activations stay in cache; 32 was ~40% slower than 2-4).
@@ -124,7 +136,8 @@ class Predictor:
     @torch.inference_mode()
     def _infer(self, images: Sequence) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """`predict_tensors` plus the heading in degrees (B,) when stage 2 learnt it, else None."""
-        feats, maps = self._trunk(self.region_model, [self._tf_region(im) for im in images], maps=True)
+        feats, maps = self._trunk(self.region_model, [self._tf_region(im) for im in images],
+                                  maps=self.region_model.matching)
         probs = self.region_model.probabilities(feats, maps)  # head, fused with matching when it has a gallery
         if not self.shared:
             feats, _ = self._trunk(self.coords_model, [self._tf_coords(im) for im in images])

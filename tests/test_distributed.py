@@ -61,8 +61,15 @@ def test_train_cli_under_torchrun_writes_one_checkpoint_set(synthetic_dataset, t
 
     prep = prepare_data(csv, images, data_cfg=DataConfig(image_size=32), seed=0, check=False)
     assert metrics["val_size"] == len(prep.val)  # scored on the whole validation set, not one rank's share
-    # Rank 0 extracted the features once; the other rank read them from the same cache.
-    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # eval view + one augmented view
+    # Each rank extracted half of each set of photos and received the other half; one writer stored them.
+    import torch
+
+    keys = {p.name.rsplit("-", 1)[1]: p for p in (tmp_path / "cache").iterdir() if p.is_dir()}
+    assert sorted(keys) == ["aug0", "eval"]  # eval view + one augmented view
+    chunks = {k: [torch.load(c, weights_only=True)["digests"] for c in d.glob("*.pt")] for k, d in keys.items()}
+    assert len(chunks["aug0"]) == 2 and len(chunks["eval"]) == 4  # (training set, validation set) x 2 ranks
+    assert sum(map(len, chunks["aug0"])) == len(prep.train)
+    assert sum(map(len, chunks["eval"])) == len(prep.train) + len(prep.val)
     assert not (tmp_path / "env-cache").exists()
 
     from geomodel.predictor import Predictor
@@ -85,6 +92,31 @@ def test_ranks_agree_and_stay_in_sync(synthetic_dataset, tmp_path):
     assert all(r["guard_raised"] for r in reports), "changed weights on one rank went unnoticed"
     for name in ("frozen", "finetune"):
         assert not list((tmp_path / name).glob("*rank*")) and (tmp_path / name / "region.pt").is_file()
+    # The gallery both ranks built (each its share of every chunk) is the one a single process builds.
+    assert reports[0]["matching_region"]["gallery_size"] == len(prep_of(csv, images).train) + len(
+        prep_of(csv, images).val)
+    import numpy as np
+    import torch
+
+    from geomodel.engine.gallery import build_gallery, gallery_transforms
+    from geomodel.engine.stages import _paths, load_region_model
+
+    torch.set_num_threads(1)  # as the ranks ran (OMP_NUM_THREADS=1): the same arithmetic
+    prep = prep_of(csv, images)
+    model, _ = load_region_model(tmp_path / "matching", torch.device("cpu"))
+    regions = torch.tensor(np.concatenate([prep.train["region"], prep.val["region"]]))
+    single = build_gallery(model, _paths(prep.train, images) + _paths(prep.val, images), regions,
+                           gallery_transforms(model, 32), partial=tmp_path / "single.partial",
+                           device=torch.device("cpu"), batch_size=8, fit_photos=len(prep.train), log=lambda *_: None)
+    ranks = np.load(tmp_path / "matching" / "region_gallery.npy")
+    assert np.array_equal(np.asarray(single.codes), ranks)
+
+
+def prep_of(csv: Path, images: Path):
+    from geomodel.config import DataConfig
+    from geomodel.engine.stages import prepare_data
+
+    return prepare_data(csv, images, data_cfg=DataConfig(image_size=32), seed=0)
 
 
 def _worker(csv: str, images: str, root: str) -> None:
@@ -107,6 +139,11 @@ def _worker(csv: str, images: str, root: str) -> None:
             prep, ModelConfig(kind="region", backbone="resnet18", pretrained=False),
             TrainConfig(freeze_backbone=True, cache_dir=str(root_dir / "cache"), **train),
             root_dir / "frozen", log=quiet)
+        report["matching_region"] = train_region(  # the gallery is built by both ranks, written by rank 0
+            prep, ModelConfig(kind="region", backbone="efficientnet_lite0", pretrained=False,
+                              feature_layers=["14", "head"], match_layers=["14", "head"]),
+            TrainConfig(freeze_backbone=True, cache_dir=str(root_dir / "cache"), match_weights=[0.5], **train),
+            root_dir / "matching", log=quiet)
         report["finetune_region"] = train_region(
             prep, ModelConfig(kind="region", backbone="resnet18", pretrained=False), TrainConfig(**train),
             root_dir / "finetune", log=quiet)

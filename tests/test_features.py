@@ -127,8 +127,8 @@ def test_augmented_views_are_fixed_and_differ_from_the_eval_view(photos, cache, 
 def test_damaged_cache_file_is_rebuilt(photos, cache):
     net = Counted()
     first = net.extract(photos, cache)
-    files = list(cache.dir.glob("*.pt"))
-    assert len(files) == 1
+    files = list(cache.dir.rglob("*.pt"))
+    assert len(files) == 1  # one chunk (8 photos)
     files[0].write_bytes(b"not a torch file")
     second = net.extract(photos, cache)
     assert net.images == 2 * len(photos)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -110,17 +111,25 @@ def test_fit_with_matching_stores_a_gallery_the_predictor_uses(synthetic_dataset
     assert main(["fit", "--csv", str(csv), "--images", str(images), "--out", str(out), "--epochs", "2",
                  "--backbone", "efficientnet_lite0", "--pretrained", "none", "--freeze-backbone",
                  "--feature-layers", "14,head", "--match-layers", "14,head", "--image-size", "64",
-                 "--device", "cpu"]) == 0
+                 "--match-weight", "0.5", "--device", "cpu"]) == 0
     assert "local matching: validation accuracy" in capsys.readouterr().out
     ckpt = load_checkpoint(out / "region.pt")
     sizes = json.loads((out / "region_metrics.json").read_text())
     n = sizes["train_size"] + sizes["val_size"]  # every labelled photo: training and validation
     assert ckpt["metrics"]["gallery_size"] == n == sizes["gallery_size"]
-    assert ckpt["state_dict"]["matcher.gallery_0"].shape[:2] == (n, 4)  # plain, zoomed, and their mirrors
+    assert ckpt["model_config"]["match_weight"] == 0.5 == sizes["match_weight"]  # one weight given: kept
+    assert [r["weight"] for r in sizes["fusion"]] == [0.5]
     assert {"accuracy", "head_accuracy"} <= set(ckpt["metrics"])
+    # the local descriptors live in their own memory-mapped file: (photos, views, positions, bytes)
+    codes = np.load(out / "region_gallery.npy", mmap_mode="r", allow_pickle=False)
+    assert codes.shape == (n, 4, 2 * 2 + 2 * 2, 16) and codes.dtype == np.uint8  # plain, zoomed, their mirrors
+    assert ckpt["gallery"]["shape"] == list(codes.shape) and ckpt["state_dict"]["matcher.gallery_0"].numel() == 0
+    assert ckpt["state_dict"]["matcher.global_desc"].shape[0] == n
+    assert not list(out.glob("*.partial*"))  # the build's working files are gone
 
     predictor = Predictor.from_dir(out, device="cpu")
-    assert predictor.region_model.matcher.ready
+    assert predictor.region_model.matcher.ready and predictor.region_model.matcher.compact
+    assert "state_dict" not in predictor.region_ckpt  # the weights live in the models only
     labels = pd.read_csv(csv).head(4)
     photos = [images / f for f in labels["filename"]]
     probs, _ = predictor.predict_tensors([Image.open(p).convert("RGB") for p in photos])
@@ -128,6 +137,6 @@ def test_fit_with_matching_stores_a_gallery_the_predictor_uses(synthetic_dataset
     with torch.inference_mode():
         head = predictor.region_model(x).softmax(1)
     assert not torch.allclose(probs, head)  # the gallery changed the probabilities
-    # a gallery photo is its own best match (similarity 1), so its own label wins
+    # a gallery photo is its own best match, so its own label wins
     results = predictor.predict(photos)
     assert [r["region_id"] for r in results] == labels["Region_ID"].tolist()

@@ -43,8 +43,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--match-layers", default="",
                    help="region stage: also match these feature layers' local descriptors against every "
                         "training photo and fuse with the head, e.g. 14,head (must be among --feature-layers)")
-    g.add_argument("--match-weight", type=float, default=0.7,
-                   help="share of local matching in the fused region probabilities (with --match-layers)")
+    g.add_argument("--match-weight", default="auto",
+                   help="share of local matching in the fused region probabilities (with --match-layers): "
+                        "auto chooses it on the validation split (0 = off: no gallery is stored), or a number")
+    g.add_argument("--match-shortlist", type=int, default=16,
+                   help="gallery photos matched per query photo: the most similar by global descriptor")
     g.add_argument("--match-mode", choices=("region", "photo"), default="region",
                    help="local matching: a query descriptor's best match among all of a region's photos, "
                         "or the region's single best-matching photo")
@@ -132,7 +135,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _configs(args: argparse.Namespace):
-    from geomodel.config import DataConfig, ModelConfig, TrainConfig
+    from geomodel.config import MATCH_WEIGHTS, DataConfig, ModelConfig, TrainConfig
 
     exclude = args.exclude
     if exclude.startswith("@"):
@@ -154,8 +157,17 @@ def _configs(args: argparse.Namespace):
                  cache_dir=str(args.cache_dir) if args.cache_dir else None, aug_views=args.aug_views,
                  region_input=args.region_input, seed=args.seed, device=args.device, num_workers=args.num_workers,
                  amp=args.amp)
+    if args.match_weight == "auto":
+        weights = list(MATCH_WEIGHTS)
+    else:
+        try:
+            weights = [float(args.match_weight)]
+        except ValueError:
+            raise ValueError(f"--match-weight must be 'auto' or a number in [0, 1], got {args.match_weight!r}") from None
+    train["match_weights"] = weights
     matching = dict(match_layers=[x.strip() for x in args.match_layers.split(",") if x.strip()],
-                    match_weight=args.match_weight, match_mode=args.match_mode)
+                    match_weight=weights[0] if len(weights) == 1 else 0.7, match_mode=args.match_mode,
+                    match_shortlist=args.match_shortlist)
     region = (ModelConfig(kind="region", **model, **matching), TrainConfig(**train))
     coords_train = {**train, "epochs": args.coords_epochs or args.epochs}
     coords = (ModelConfig(kind="coords", **model), TrainConfig(**coords_train))

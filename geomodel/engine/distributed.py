@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import os
+from typing import Sequence
 
 import torch
 import torch.distributed as tdist
@@ -47,6 +48,21 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     box = [obj]
     tdist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def my_share(items: Sequence) -> Sequence:
+    """This rank's contiguous part of `items`, split evenly over the ranks (all of it without distributed)."""
+    size = -(-len(items) // world_size())
+    return items[rank() * size:(rank() + 1) * size]
+
+
+def all_gather_object(obj: object) -> list:
+    """Every rank's value of a picklable object, in rank order ([obj] without distributed)."""
+    if not is_enabled():
+        return [obj]
+    out: list = [None] * world_size()
+    tdist.all_gather_object(out, obj)
+    return out
 
 
 def unwrap_ddp(model: torch.nn.Module) -> torch.nn.Module:

@@ -4,7 +4,8 @@ The cache is keyed by the image's content (SHA-256 of its bytes), the backbone's
 weights (a fingerprint of its state dict), the input size, the transform itself
 (a hash of its description: sizes, augmentation ranges, normalisation) and the
 policy (the eval transform, or augmented view k), so a stale entry is never used:
-change any of these and the key changes.
+change any of these and the key changes. Each key's features are stored in chunks of
+`CHUNK_PHOTOS` photos as they are computed, so a killed extraction resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from geomodel.data.images import load_image
+from geomodel.engine import distributed as dist
 from geomodel.engine.checkpoint import atomic_save
 
 
@@ -78,25 +80,36 @@ class _Images(Dataset):
 
 
 class FeatureCache:
-    """A per-(backbone, size, policy) file of {image digest: (D,) float16 feature}."""
+    """Per (backbone, size, transform, policy) key, a folder of chunk files, each
+    {"digests": [n image digests], "features": (n, D) float16}.
+
+    Written a chunk at a time while features are extracted, so a killed run loses at most the
+    chunk in progress; the single-file `{key}.pt` of earlier versions is still read.
+    """
 
     def __init__(self, cache_dir: str | Path | None = None) -> None:
         self.dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
-    def _file(self, key: str) -> Path:
-        return self.dir / f"{key}.pt"
+    def _files(self, key: str) -> list[Path]:
+        legacy = self.dir / f"{key}.pt"
+        return ([legacy] if legacy.is_file() else []) + sorted((self.dir / key).glob("*.pt"))
 
     def load(self, key: str) -> dict[str, torch.Tensor]:
-        path = self._file(key)
-        if not path.is_file():
-            return {}
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
-            return {}
+        """{image digest: (D,) feature} of every readable chunk; a damaged chunk is removed (and rebuilt)."""
+        table: dict[str, torch.Tensor] = {}
+        for path in self._files(key):
+            try:
+                chunk = torch.load(path, map_location="cpu", weights_only=True)
+                table.update(zip(chunk["digests"], chunk["features"]) if "digests" in chunk else chunk)
+            except Exception:  # noqa: BLE001 - a damaged cache is rebuilt, never trusted
+                path.unlink(missing_ok=True)  # finished files only: writers' files in progress are *.tmp
+        return table
 
-    def save(self, key: str, table: dict[str, torch.Tensor]) -> None:
-        atomic_save(table, self._file(key))
+    def add(self, key: str, digests: Sequence[str], features: torch.Tensor) -> None:
+        """Store one chunk: (n, D) features of the images with these digests."""
+        name = hashlib.sha256("".join(digests).encode()).hexdigest()[:20]
+        atomic_save({"digests": list(digests), "features": features.to(torch.float16).contiguous()},
+                    self.dir / key / f"{name}.pt")
 
 
 def transform_fingerprint(transform: Callable) -> str:
@@ -104,35 +117,68 @@ def transform_fingerprint(transform: Callable) -> str:
     return hashlib.sha256(repr(transform).encode()).hexdigest()[:12]
 
 
+CHUNK_PHOTOS = 512  # photos per cache chunk (and per torchrun rank per round)
+
+
+def _forward(backbone: nn.Module, paths: Sequence[Path], transform: Callable, seeds: Sequence[int] | None, *,
+             device: torch.device, batch_size: int, num_workers: int, bar: tqdm) -> torch.Tensor:
+    """(n, D) float32 features of `paths`, written batch by batch into one preallocated tensor."""
+    loader = DataLoader(_Images(paths, transform, seeds), batch_size=batch_size, num_workers=num_workers,
+                        generator=torch.Generator().manual_seed(0))
+    out = None
+    row = 0
+    for x in loader:
+        feats = backbone(x.to(device))
+        if out is None:
+            out = torch.empty(len(paths), feats.shape[1])
+        out[row:row + len(feats)] = feats.float()
+        row += len(feats)
+        bar.update(len(feats))
+    return out if out is not None else torch.empty(0, 0)
+
+
 @torch.no_grad()  # not inference_mode: the features become training inputs that autograd must accept
 def extract_features(backbone: nn.Module, paths: Sequence[Path], transform: Callable, *, device: torch.device,
                      batch_size: int = 32, cache: FeatureCache | None = None, policy: str = "eval",
                      image_size: int = 224, view_seed: int | None = None, num_workers: int = 0,
-                     desc: str = "features") -> torch.Tensor:
+                     desc: str = "features", chunk: int = CHUNK_PHOTOS) -> torch.Tensor:
     """(N, D) float32 features of `paths`, computing only what the cache lacks.
 
     `policy` names the transform ("eval" or e.g. "aug3"); for augmented views pass
-    `view_seed` so each (image, view) gets a fixed random augmentation.
+    `view_seed` so each (image, view) gets a fixed random augmentation. Photos are processed
+    `chunk` at a time, each chunk stored in the cache as soon as it is done. Under torchrun
+    every rank computes its own chunks and all ranks receive every feature (one writer per
+    machine stores them).
     """
     paths = [Path(p) for p in paths]
     digests = [file_digest(p) for p in paths]
     key = f"{module_fingerprint(backbone)}-{image_size}-{transform_fingerprint(transform)}-{policy}"
     table = cache.load(key) if cache is not None else {}
-    todo = [i for i, d in enumerate(digests) if d not in table]
+    path_of = {d: p for d, p in zip(digests, paths)}
+    todo = [d for d in path_of if d not in table]  # each distinct image once
     if todo:
         was_training = backbone.training
         backbone.eval()
-        seeds = ([(int(digests[i][:8], 16) + 7919 * view_seed) % 2**31 for i in todo]
-                 if view_seed is not None else None)
-        loader = DataLoader(_Images([paths[i] for i in todo], transform, seeds), batch_size=batch_size,
-                            num_workers=num_workers, generator=torch.Generator().manual_seed(0))
-        feats = []
-        for x in tqdm(loader, desc=desc, leave=False, disable=None):
-            feats.append(backbone(x.to(device)).float().cpu())
+        rank, world = dist.rank(), dist.world_size()
+        bar = tqdm(total=len(todo), desc=desc, unit="photo", leave=False, disable=None if dist.is_main() else True)
+        for start in range(0, len(todo), chunk * world):
+            mine = dist.my_share(todo[start:start + chunk * world])
+            seeds = ([(int(d[:8], 16) + 7919 * view_seed) % 2**31 for d in mine]
+                     if view_seed is not None else None)
+            feats = _forward(backbone, [path_of[d] for d in mine], transform, seeds, device=device,
+                             batch_size=batch_size, num_workers=num_workers, bar=bar)
+            if cache is not None:
+                feats = feats.to(torch.float16)
+            pieces = dist.all_gather_object((mine, feats)) if world > 1 else [(mine, feats)]
+            for r, (done, values) in enumerate(pieces):
+                if cache is not None and done and dist.local_rank() == 0:
+                    cache.add(key, done, values)
+                table.update(zip(done, values))
+                if r != rank:
+                    bar.update(len(done))
+        bar.close()
         backbone.train(was_training)
-        new = torch.cat(feats)
-        for j, i in enumerate(todo):
-            table[digests[i]] = new[j].to(torch.float16) if cache is not None else new[j]
-        if cache is not None:  # keep entries another process added meanwhile (same key: same values)
-            cache.save(key, {**cache.load(key), **table})
-    return torch.stack([table[d].float() for d in digests])
+    out = torch.empty(len(digests), table[digests[0]].shape[0] if digests else 0)
+    for i, d in enumerate(digests):  # straight into the result: no list of N rows beside it
+        out[i] = table[d]
+    return out

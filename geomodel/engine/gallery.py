@@ -1,15 +1,34 @@
-"""Building stage 1's matching gallery from the training photos (after its head is trained)."""
+"""Building stage 1's matching gallery from the training photos (after its head is trained).
+
+The compact gallery (see `geomodel.models.matching`) is streamed to disk: the photos are
+read a chunk at a time, each view's descriptors are whitened and product-quantised, and the
+codes are written straight into `region_gallery.npy` (a plain `.npy`, opened memory-mapped
+at prediction, never unpickled); only the small global descriptors stay in memory. After
+each chunk the progress is saved, so a killed build resumes (`resume=True`) where it
+stopped. Under torchrun every rank encodes its share of each round and rank 0 writes.
+"""
 from __future__ import annotations
 
+import hashlib
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from geomodel.data.images import load_image
 from geomodel.data.transforms import build_transforms
+from geomodel.engine import distributed as dist
+from geomodel.engine.checkpoint import atomic_save
+from geomodel.engine.features import module_fingerprint
+from geomodel.errors import CheckpointError
 from geomodel.models.region import RegionClassifier
+
+GALLERY_FILE = "region_gallery.npy"
+_FIT_BUFFERS = ("mean_", "proj_", "codebook_", "global_mean", "global_proj")  # what the sample pass fits
 
 
 def gallery_transforms(model: RegionClassifier, image_size: int) -> list[Callable]:
@@ -23,49 +42,227 @@ def gallery_transforms(model: RegionClassifier, image_size: int) -> list[Callabl
 
 
 def view_maps(model: RegionClassifier, paths: Sequence[Path], transforms: Sequence[Callable], device: torch.device,
-              batch_size: int, desc: str) -> Iterator[list[torch.Tensor]]:
-    """Per batch, the matched layers' maps of each view of each photo: [(b, V, C, h, w), ...].
+              batch_size: int, desc: str = "", *, mirror: bool = True,
+              bar: tqdm | None = None) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+    """Per batch, the plain view's pooled features (b, D) and the matched layers' maps of each
+    view of each photo: [(b, V, C, h, w) float16, ...].
 
-    Views: every transform's output and its mirror image (the same place seen mirrored).
+    Views: every transform's output and (`mirror`) its mirror image (the same place seen mirrored).
     """
-    for start in tqdm(range(0, len(paths), batch_size), desc=desc, leave=False, disable=None):
+    steps = range(0, len(paths), batch_size)
+    for start in (steps if bar is not None else tqdm(steps, desc=desc, leave=False, disable=None)):
         images = [load_image(p) for p in paths[start:start + batch_size]]
-        views = []
+        views, feats = [], None
         for transform in transforms:
             x = torch.stack([transform(im) for im in images]).to(device)
-            views += [model.forward_features_and_maps(x)[1], model.forward_features_and_maps(x.flip(-1))[1]]
-        yield [torch.stack(layer, dim=1).to(torch.float16) for layer in zip(*views)]
+            pooled, maps = model.forward_features_and_maps(x)
+            feats = pooled if feats is None else feats
+            views.append(maps)
+            if mirror:
+                views.append(model.forward_features_and_maps(x.flip(-1))[1])
+        if bar is not None:
+            bar.update(len(images))
+        yield feats.float().cpu(), [torch.stack(layer, dim=1).to(torch.float16).cpu() for layer in zip(*views)]
 
 
 def photo_maps(model: RegionClassifier, paths: Sequence[Path], transforms: Sequence[Callable], *,
                device: torch.device, batch_size: int = 16, desc: str = "descriptor maps") -> list[torch.Tensor]:
-    """Every photo's `view_maps` at once: per matched layer (N, V, C, h, w) float16, on `device`."""
-    return [torch.cat(parts) for parts in zip(*view_maps(model, paths, transforms, device, batch_size, desc))]
+    """Every photo's `view_maps` at once: per matched layer (N, V, C, h, w) float16 (small collections)."""
+    return [torch.cat(parts) for parts in zip(*(maps for _, maps in view_maps(model, paths, transforms, device,
+                                                                                batch_size, desc)))]
+
+
+def file_fingerprint(path: Path, span: int = 1 << 20) -> str:
+    """Size and hash of the first and last MB: ties a gallery file to its checkpoint in O(1)."""
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(span))
+        fh.seek(max(0, size - span))
+        h.update(fh.read(span))
+    return h.hexdigest()[:24]
+
+
+@dataclass
+class BuiltGallery:
+    """A finished gallery build: codes in `partial` (memory-mapped), global descriptors, regions."""
+
+    partial: Path
+    codes: np.ndarray  # (N, V, P_total, M) uint8, memory-mapped
+    global_desc: torch.Tensor  # (N, G) float16
+    regions: torch.Tensor  # (N,)
+    positions: list[int]  # P_i per matched layer
+
+    def publish(self, path: Path) -> dict:
+        """Move the codes to `path` (atomically) and return what the checkpoint records about them."""
+        os.replace(self.partial, path)
+        _progress_file(self.partial).unlink(missing_ok=True)
+        self.codes = np.load(path, mmap_mode="r", allow_pickle=False)
+        return {"file": path.name, "shape": list(self.codes.shape), "positions": list(self.positions),
+                "bytes": path.stat().st_size, "fingerprint": file_fingerprint(path)}
+
+    def discard(self) -> None:
+        """Delete the build (the gallery is not wanted: matching did not help)."""
+        self.codes = None
+        self.partial.unlink(missing_ok=True)
+        _progress_file(self.partial).unlink(missing_ok=True)
+
+
+def _progress_file(partial: Path) -> Path:
+    return partial.with_name(partial.name + ".progress.pt")
+
+
+def _fingerprint(model: RegionClassifier, paths: Sequence[Path], regions: torch.Tensor,
+                 transforms: Sequence[Callable], fit_photos: int) -> str:
+    """What the gallery depends on: the trunk, the matching settings, the photos and their regions."""
+    cfg = model.cfg
+    h = hashlib.sha256(module_fingerprint(model.backbone).encode())
+    h.update(repr((cfg.match_layers, cfg.match_dim, cfg.match_code_bytes, cfg.match_global_dim, fit_photos,
+                   [repr(t) for t in transforms])).encode())
+    h.update("\n".join(map(str, paths)).encode())
+    h.update(regions.numpy().astype(np.int64).tobytes())
+    return h.hexdigest()[:24]
 
 
 @torch.no_grad()
-def fit_matcher(model: RegionClassifier, paths: Sequence[Path], regions: torch.Tensor,
-                transforms: Sequence[Callable], *,
-                device: torch.device, batch_size: int = 16, whitening_photos: int = 512,
-                desc: str = "matching gallery") -> None:
-    """Fill `model.matcher` with every photo: each transform's view and its mirror image.
+def _fit(model: RegionClassifier, paths: Sequence[Path], transform: Callable, device: torch.device,
+         batch_size: int) -> None:
+    """Whitening, codebooks and global projection from the plain views of `paths` (a sample)."""
+    matcher = model.matcher
+    feats, raw = [], []
+    for f, maps in view_maps(model, paths, [transform], device, batch_size, "gallery: fitting the descriptors",
+                             mirror=False):
+        feats.append(f)
+        raw.append(maps)
+    raw_layers = [torch.cat(layer) for layer in zip(*raw)]  # per layer (n, 1, C, h, w)
+    del raw
+    matcher.fit_whitening([m[:, 0].float() for m in raw_layers])
+    matcher.fit_codebooks(matcher.encode(raw_layers))
+    matcher.fit_global(torch.cat(feats))
 
-    `transforms[0]` must be the plain evaluation transform. Whitening is fitted on the plain
-    views of the first `whitening_photos` photos; their raw maps are kept only
-    until then, so memory holds the compact gallery, not every photo's raw maps.
+
+def _encode(model: RegionClassifier, feats: torch.Tensor, maps: list[torch.Tensor]) -> tuple[np.ndarray, torch.Tensor]:
+    matcher = model.matcher
+    return matcher.quantise(matcher.encode(maps)).numpy(), matcher.describe(feats).to(torch.float16)
+
+
+@torch.no_grad()
+def build_gallery(model: RegionClassifier, paths: Sequence[Path], regions: torch.Tensor,
+                  transforms: Sequence[Callable], *, partial: Path, device: torch.device, batch_size: int = 16,
+                  fit_photos: int | None = None, sample: int = 512, chunk: int = 256, resume: bool = False,
+                  log: Callable[[str], None] = print) -> BuiltGallery | None:
+    """Encode every photo (each transform's view and its mirror image) into the compact gallery at `partial`.
+
+    `transforms[0]` must be the plain evaluation transform. The whitening, codebooks and global
+    projection are fitted on the plain views of up to `sample` photos spread evenly over the first
+    `fit_photos` (the training photos). Returns the finished build on rank 0 (None on other ranks).
     """
     matcher = model.matcher
     if matcher is None:
         raise ValueError("this model has no matcher (ModelConfig.match_layers is empty)")
     was_training = model.training
     model.eval()
-    paths = list(paths)
-    head = paths[:whitening_photos]
-    raw = photo_maps(model, head, transforms, device=device, batch_size=batch_size, desc=desc)
-    matcher.fit_whitening([maps[:, 0].float() for maps in raw])
-    encoded = [matcher.encode(raw)]
-    del raw
-    for batch in view_maps(model, paths[len(head):], transforms, device, batch_size, desc + " (rest)"):
-        encoded.append(matcher.encode(batch))
-    matcher.set_gallery([torch.cat(parts) for parts in zip(*encoded)], regions)
+    paths = [Path(p) for p in paths]
+    n, fit_photos = len(paths), fit_photos or len(paths)
+    key = _fingerprint(model, paths, regions, transforms, fit_photos)
+    progress_path = _progress_file(partial)
+    state = None
+    if dist.is_main() and resume and progress_path.is_file() and partial.is_file():
+        try:
+            state = torch.load(progress_path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged progress file: start the gallery again
+            state = None
+        if state is not None and state.get("fingerprint") != key:
+            log("[region] gallery: the saved partial gallery was built from other photos or settings; rebuilding")
+            state = None
+    if dist.is_main() and state is None:
+        picks = np.unique(np.linspace(0, fit_photos - 1, min(sample, fit_photos)).round().astype(int))
+        _fit(model, [paths[i] for i in picks], transforms[0], device, batch_size)
+    state = dist.broadcast_object(state)
+    fitted = {k: v.cpu() for k, v in matcher.state_dict().items() if k.startswith(_FIT_BUFFERS)}
+    matcher.load_state_dict({**matcher.state_dict(), **dist.broadcast_object(fitted if state is None
+                                                                             else state["matcher"])})
+    probe_feats, probe_maps = next(view_maps(model, paths[:1], transforms, device, 1, mirror=True, bar=_Silent()))
+    codes1, desc1 = _encode(model, probe_feats, probe_maps)
+    positions = [m.shape[3] * m.shape[4] for m in probe_maps]
+    done = state["done"] if state is not None else 0
+    global_desc = torch.zeros(n, desc1.shape[1], dtype=torch.float16)
+    if state is not None:
+        global_desc[:done] = state["global_desc"]
+        log(f"[region] gallery: resuming after {done} of {n} photos")
+    offset = None
+    if dist.is_main():
+        if state is None:
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            offset = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(n, *codes1.shape[1:])).offset
+        else:
+            offset = np.load(partial, mmap_mode="r").offset
+
+    def save_progress() -> None:
+        atomic_save({"fingerprint": key, "done": done, "global_desc": global_desc[:done].clone(),
+                     "matcher": {k: v.cpu() for k, v in matcher.state_dict().items() if k.startswith(_FIT_BUFFERS)}},
+                    progress_path)
+
+    if dist.is_main() and state is None:
+        save_progress()  # a kill from here on keeps the fitted whitening and codebooks
+    rank, world = dist.rank(), dist.world_size()
+    row_bytes = int(np.prod(codes1.shape[1:]))
+    bar = tqdm(total=n, initial=done, desc="gallery", unit="photo", leave=False,
+               disable=None if dist.is_main() else True)
+    for start in range(done, n, chunk * world):
+        rows = dist.my_share(range(start, min(n, start + chunk * world)))
+        lo = rows.start
+        mine = paths[rows.start:rows.stop]
+        codes, descs = [], []
+        for feats, maps in view_maps(model, mine, transforms, device, batch_size, bar=bar):
+            c, g = _encode(model, feats, maps)
+            codes.append(c)
+            descs.append(g)
+        piece = (lo, np.concatenate(codes) if codes else None, torch.cat(descs) if descs else None)
+        for r, (first, c, g) in enumerate(dist.all_gather_object(piece) if world > 1 else [piece]):
+            if c is None:
+                continue
+            global_desc[first:first + len(c)] = g
+            if r != rank:
+                bar.update(len(c))
+            if dist.is_main():
+                with open(partial, "r+b") as fh:
+                    fh.seek(offset + first * row_bytes)
+                    fh.write(np.ascontiguousarray(c).tobytes())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        done = min(n, start + chunk * world)
+        if dist.is_main():
+            save_progress()
+    bar.close()
     model.train(was_training)
+    if not dist.is_main():
+        return None
+    return BuiltGallery(partial, np.load(partial, mmap_mode="r", allow_pickle=False), global_desc,
+                        torch.as_tensor(regions, dtype=torch.long), positions)
+
+
+class _Silent:
+    """A stand-in progress bar that counts nothing (for the one-photo probe)."""
+
+    def update(self, _: int) -> None:
+        pass
+
+
+def open_gallery(model: RegionClassifier, ckpt: dict, model_dir: Path) -> None:
+    """Attach the compact gallery a region checkpoint refers to (memory-mapped), checking it belongs to it."""
+    meta = ckpt.get("gallery")
+    if not meta or model.matcher is None:
+        return
+    path = Path(model_dir) / meta["file"]
+    if not path.is_file():
+        raise CheckpointError(f"{model_dir / 'region.pt'} uses the matching gallery {path.name}, which is missing "
+                              "from the model directory: copy it there with region.pt, or retrain stage 1")
+    if path.stat().st_size != meta["bytes"] or file_fingerprint(path) != meta["fingerprint"]:
+        raise CheckpointError(f"{path}: this gallery does not belong to {model_dir / 'region.pt'} (another run "
+                              "wrote one of them); retrain stage 1 (`python -m train region ... --resume` "
+                              "rebuilds only the gallery)")
+    codes = np.load(path, mmap_mode="r", allow_pickle=False)
+    if list(codes.shape) != list(meta["shape"]) or codes.dtype != np.uint8:
+        raise CheckpointError(f"{path}: holds {codes.dtype} {codes.shape}, expected uint8 {tuple(meta['shape'])}")
+    model.matcher.attach_codes(codes, model.matcher.global_desc, model.matcher.regions)

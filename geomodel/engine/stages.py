@@ -26,7 +26,8 @@ from geomodel.data.transforms import build_transforms
 from geomodel.engine import distributed as dist
 from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
 from geomodel.engine.features import FeatureCache, extract_features
-from geomodel.engine.gallery import fit_matcher, gallery_transforms
+from geomodel.engine.fusion import choose_weight, fusion_table
+from geomodel.engine.gallery import GALLERY_FILE, build_gallery, gallery_transforms
 from geomodel.engine.loop import (Stage, cosine_with_warm_restarts, fit, resolve_device, seed_everything,
                                   to_device)
 from geomodel.errors import CheckpointError, DataError
@@ -124,18 +125,19 @@ def _features(backbone: nn.Module, df: pd.DataFrame, images: Path, image_size: i
     """(V, N, D): the eval view, then `views` fixed augmented views."""
     stats = (backbone.mean, backbone.std)
     cache = FeatureCache(cfg.cache_dir) if cfg.cache_features else None
-    if cache is not None and dist.local_rank() != 0:  # one writer per machine: wait, then read its cache
-        dist.barrier()
-    out = [extract_features(backbone, _paths(df, images), build_transforms(stats, image_size, train=False),
-                            device=device, batch_size=cfg.batch_size, cache=cache, policy="eval",
-                            image_size=image_size, desc=desc)]
-    for k in range(views):
-        out.append(extract_features(backbone, _paths(df, images), build_transforms(stats, image_size, train=True),
-                                    device=device, batch_size=cfg.batch_size, cache=cache, policy=f"aug{k}",
-                                    image_size=image_size, view_seed=k, desc=f"{desc} view {k + 1}/{views}"))
-    if cache is not None and dist.local_rank() == 0:
-        dist.barrier()
-    return torch.stack(out)
+    paths = _paths(df, images)
+    out = None
+    # under torchrun every rank extracts its share of the photos and receives the others'
+    for k in range(-1, views):  # -1: the plain evaluation view
+        feats = extract_features(backbone, paths, build_transforms(stats, image_size, train=k >= 0), device=device,
+                                 batch_size=cfg.batch_size, cache=cache, policy="eval" if k < 0 else f"aug{k}",
+                                 image_size=image_size, view_seed=None if k < 0 else k, num_workers=cfg.num_workers,
+                                 desc=desc if k < 0 else f"{desc} view {k + 1}/{views}")
+        if out is None:  # filled view by view: never a second copy of every view
+            out = torch.empty(views + 1, *feats.shape)
+        out[k + 1] = feats
+        del feats
+    return out
 
 
 class _HeadOnly(nn.Module):
@@ -291,48 +293,76 @@ def train_region(prep: Prepared, model_cfg: ModelConfig, cfg: TrainConfig, out_d
                        cfg=cfg, prep=prep, model_cfg=model_cfg, out_dir=out_dir, describe=describe, resumed=resumed,
                        device=device, log=log)
     if model_cfg.match_layers:
-        if dist.is_main():
-            final = _add_gallery(prep, cfg, out_dir, device, describe, final, log)
+        final = _add_gallery(prep, cfg, out_dir, device, describe, final, log, resume=resume)
         dist.barrier()
     return final
 
 
 def _add_gallery(prep: Prepared, cfg: TrainConfig, out_dir: Path, device: torch.device, describe: dict,
-                 final: dict, log: Callable[[str], None]) -> dict:
-    """Give the best region model its matching gallery and report the fused validation accuracy.
+                 final: dict, log: Callable[[str], None], *, resume: bool = False) -> dict:
+    """Give the best region model its matching gallery, choose the fusion weight on validation,
+    and report head-only and fused validation accuracy.
 
     The head's training picked the epoch; matching has nothing to train, so it joins afterwards.
     The validation photos are scored against the training photos only, then join the gallery
-    themselves: with tens of photos per region every labelled photo is worth keeping.
+    themselves: with tens of photos per region every labelled photo is worth keeping. With
+    weight 0 (matching does not help on validation) no gallery is stored.
     """
     model, ckpt = load_region_model(out_dir, device)
     views = gallery_transforms(model, ckpt["image_size"])
-    transform = views[0]  # the plain evaluation view
     n = len(prep.train)
     regions = torch.tensor(np.concatenate([prep.train["region"].to_numpy(np.int64),
                                            prep.val["region"].to_numpy(np.int64)]))
-    fit_matcher(model, _paths(prep.train, prep.train_images) + _paths(prep.val, prep.val_images), regions,
-                views, device=device, batch_size=cfg.batch_size, whitening_photos=min(512, n))
-    everything = model.matcher.galleries()
-    model.matcher.set_gallery([g[:n] for g in everything], regions[:n])
-    fused = []
-    with torch.inference_mode():
-        for start in range(0, len(prep.val), cfg.batch_size):
-            rows = prep.val.iloc[start:start + cfg.batch_size]
-            x = torch.stack([transform(load_image(p)) for p in _paths(rows, prep.val_images)]).to(device)
-            fused.append(model.probabilities(*model.forward_features_and_maps(x)).argmax(1).cpu())
-    model.matcher.set_gallery(everything, regions)
-    metrics = region_metrics(prep.val["region"].to_numpy(np.int64), torch.cat(fused).numpy(), prep.num_regions)
-    head_accuracy = ckpt.get("metrics", {}).get("accuracy", final.get("val_accuracy"))
-    best = {**ckpt.get("metrics", {}), "accuracy": metrics["region_accuracy"], "head_accuracy": head_accuracy,
-            "per_region_accuracy": metrics["per_region_accuracy"], "gallery_size": len(regions)}
-    final = {**final, "val_accuracy": best["accuracy"], "val_head_accuracy": head_accuracy,
-             "gallery_size": len(regions)}
-    log(f"[region] local matching: validation accuracy {head_accuracy:.3f} (head) -> {best['accuracy']:.3f} "
-        f"(head + matching against the {n} training photos); gallery: {len(regions)} photos")
-    atomic_save(make_checkpoint(model, **describe, metrics=best), out_dir / "region.pt")
+    built = build_gallery(model, _paths(prep.train, prep.train_images) + _paths(prep.val, prep.val_images),
+                          regions, views, partial=out_dir / (GALLERY_FILE + ".partial"), device=device,
+                          batch_size=cfg.batch_size, fit_photos=n, resume=resume, log=log)
+    if built is None:  # torchrun: rank 0 scores, chooses and writes
+        return final
+    matcher = model.matcher
+    matcher.attach_codes(built.codes[:n], built.global_desc[:n], regions[:n])  # the training photos only
+    head, matching = _validation_probabilities(model, prep, views[0], device, cfg.batch_size)
+    truth = torch.tensor(prep.val["region"].to_numpy(np.int64))
+    table = fusion_table(head, matching, truth, cfg.match_weights)
+    chosen = choose_weight(table)
+    head_accuracy = float((head.argmax(1) == truth).float().mean())
+    weight = chosen["weight"]
+    model.cfg.match_weight = weight
+    describe = {**describe, "model_config": {**describe["model_config"], "match_weight": weight}}
+    extra = {}
+    if weight > 0:
+        extra["gallery"] = built.publish(out_dir / GALLERY_FILE)
+        matcher.attach_codes(built.codes, built.global_desc, regions)
+        state = f"weight {weight:g}; gallery: {len(regions)} photos, {extra['gallery']['bytes'] / len(regions) / 1024:.1f} KB each"
+    else:
+        built.discard()
+        (out_dir / GALLERY_FILE).unlink(missing_ok=True)  # an earlier run's: a model without matching has none
+        matcher.clear_gallery()
+        state = "off: it did not beat the head alone on validation; no gallery stored"
+    fused = next(r for r in table if r["weight"] == weight)["accuracy"] if weight > 0 else head_accuracy
+    best = {**ckpt.get("metrics", {}), "accuracy": fused, "head_accuracy": head_accuracy, "match_weight": weight,
+            "fusion": table, "gallery_size": len(regions) if weight > 0 else 0}
+    final = {**final, "val_accuracy": fused, "val_head_accuracy": head_accuracy, "match_weight": weight,
+             "gallery_size": best["gallery_size"], "fusion": table}
+    tried = ", ".join(f"{r['weight']:g}: {r['accuracy']:.3f}" for r in table)
+    log(f"[region] local matching: validation accuracy {head_accuracy:.3f} (head) -> {fused:.3f} "
+        f"(head + matching against the {n} training photos; by weight {tried}); {state}")
+    atomic_save({**make_checkpoint(model, **describe, metrics=best), **extra}, out_dir / "region.pt")
     _write_json(out_dir / "region_metrics.json", final)
     return final
+
+
+@torch.no_grad()
+def _validation_probabilities(model: RegionClassifier, prep: Prepared, transform: Callable, device: torch.device,
+                              batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, R) head and matching probabilities of every validation photo, a batch at a time."""
+    head, matching = [], []
+    for start in range(0, len(prep.val), batch_size):
+        rows = prep.val.iloc[start:start + batch_size]
+        x = torch.stack([transform(load_image(p)) for p in _paths(rows, prep.val_images)]).to(device)
+        feats, maps = model.forward_features_and_maps(x)
+        head.append(model.forward_head(feats).float().softmax(1).cpu())
+        matching.append(model.matcher([m.float() for m in maps], feats).cpu())
+    return torch.cat(head), torch.cat(matching)
 
 
 def _run_stage(model: nn.Module, ddp_model: nn.Module, stage: Stage, train_set: Dataset, val_set: Dataset, *,

@@ -8,6 +8,7 @@ from geomodel.errors import CheckpointError
 
 
 _OPTIONAL_BUFFERS = ("feat_mean", "feat_std", "region_spreads")
+_OPTIONAL_PREFIXES = ("matcher.codebook_", "matcher.global_")  # the compact gallery's, added later
 
 
 def model_from_checkpoint(ckpt: dict, *, path: str = "checkpoint") -> nn.Module:
@@ -23,8 +24,8 @@ def model_from_checkpoint(ckpt: dict, *, path: str = "checkpoint") -> nn.Module:
         model = CoordRegressor(cfg, feature_dim=ckpt.get("feature_dim"), image_size=ckpt["image_size"])
     state = dict(ckpt["state_dict"])
     defaults = model.state_dict()
-    for key in _OPTIONAL_BUFFERS:  # added after the format's first release: identity when absent
-        if key in defaults:
+    for key in defaults:  # added after the format's first release: identity (or empty) when absent
+        if key in _OPTIONAL_BUFFERS or key.startswith(_OPTIONAL_PREFIXES):
             state.setdefault(key, defaults[key])
     try:
         missing, unexpected = model.load_state_dict(state, strict=not from_package)

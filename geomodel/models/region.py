@@ -9,6 +9,11 @@ from geomodel.models.backbones import Backbone, build_backbone, feature_stats
 from geomodel.models.matching import LocalMatcher
 
 
+def fuse(head: torch.Tensor, matching: torch.Tensor, weight: float) -> torch.Tensor:
+    """(B, R) fused probabilities: `weight` of matching's, the rest the head's."""
+    return (1 - weight) * head + weight * matching
+
+
 class RegionClassifier(nn.Module):
     """Backbone features -> region logits (B, num_regions)."""
 
@@ -30,7 +35,9 @@ class RegionClassifier(nn.Module):
             self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(d, cfg.num_regions))
         # Optional: local-descriptor matching against the training photos, fused with the head.
         self.matcher = (LocalMatcher(len(cfg.match_layers), cfg.num_regions, dim=cfg.match_dim,
-                                     temperature=cfg.match_temperature, mode=cfg.match_mode)
+                                     temperature=cfg.match_temperature, mode=cfg.match_mode,
+                                     shortlist=cfg.match_shortlist, code_bytes=cfg.match_code_bytes,
+                                     global_dim=cfg.match_global_dim)
                         if cfg.match_layers else None)
         self._match_index = [cfg.feature_layers.index(layer) for layer in cfg.match_layers]
 
@@ -49,13 +56,17 @@ class RegionClassifier(nn.Module):
             raise ValueError(f"local matching needs convolutional feature maps; {self.cfg.backbone} has none")
         return self.backbone.pool_maps(maps), [layers[i] for i in self._match_index]
 
+    @property
+    def matching(self) -> bool:
+        """Whether `probabilities` fuses local matching in (a gallery and a weight above 0)."""
+        return self.matcher is not None and self.matcher.ready and self.cfg.match_weight > 0
+
     def probabilities(self, features: torch.Tensor, maps: list[torch.Tensor] | None = None) -> torch.Tensor:
         """(B, R) region probabilities: the head's, fused with local matching when it has a gallery."""
         probs = self.forward_head(features).float().softmax(dim=1)
-        if self.matcher is None or not self.matcher.ready or not maps:
+        if not self.matching or not maps:
             return probs
-        w = self.cfg.match_weight
-        return (1 - w) * probs + w * self.matcher([m.float() for m in maps])
+        return fuse(probs, self.matcher([m.float() for m in maps], features), self.cfg.match_weight)
 
     def set_feature_stats(self, features: torch.Tensor) -> None:
         """Standardise head inputs with these (N, D) training features' mean and std."""

@@ -1,0 +1,324 @@
+"""Scale: fit time, peak memory, model size, prediction speed and accuracy as the collection grows.
+
+    flock /work/bench.lock python bench/scale.py [--sizes 650,6500] [--tile 10] [--work-dir DIR] [--reuse]
+
+For every size N, a synthetic campus (`geomodel.synthetic`, 12 regions, 256 px photos)
+of N labelled photos is trained with the `cpu-small` recipe (`python -m train fit
+--preset cpu-small`, in its own process: wall time, peak RSS, user/system CPU time), and
+the model directory is measured in a fresh process: load time and memory, photos/s at
+the Predictor's default batch (4), one photo per call, and region accuracy on 300
+held-out photos with and without matching. `accuracy_head` / `accuracy_fused` are the
+validation split's (what `fit` chose the fusion weight on); `test_*` the held-out photos'.
+The largest model's gallery is also tiled `--tile` times (the same photos repeated: size
+and speed alone, no accuracy). `extraction` measures the trunk's feature extraction with
+glibc's default allocator and with `geomodel.runtime.keep_freed_memory` (the allocator
+churn: system time and page faults), each in its own process.
+
+Photos are rendered in blocks of 500 (deterministic, reused) under --work-dir, outside
+the repository; so are the models and each size's feature cache (`--reuse` takes a size's
+earlier fit instead of fitting again, e.g. to split a long run by size). Prints one JSON
+object with a `sizes` list and the growth factors between consecutive sizes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import machine  # noqa: E402
+
+BLOCK = 500  # photos rendered per block
+TEST_SEED = 999_999
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="650,6500", help="comma-separated collection sizes (labelled photos)")
+    p.add_argument("--tile", type=int, default=10, help="also measure the largest gallery tiled this many times "
+                   "(0: skip)")
+    p.add_argument("--work-dir", type=Path, default=Path.home() / ".cache" / "geomodel" / "scale",
+                   help="photos, models and feature caches (reused between runs; outside the repository)")
+    p.add_argument("--reuse", action="store_true", help="take a size's earlier fit from --work-dir when present")
+    p.add_argument("--regions", type=int, default=12)
+    p.add_argument("--image-size", type=int, default=256, help="rendered photo size in pixels")
+    p.add_argument("--test-photos", type=int, default=300, help="held-out photos for test accuracy")
+    p.add_argument("--predict-photos", type=int, default=64, help="photos per speed round (batch 4)")
+    p.add_argument("--single-photos", type=int, default=12, help="photos predicted one per call")
+    p.add_argument("--extraction-photos", type=int, default=96, help="allocator measurement (0: skip)")
+    p.add_argument("--fit-args", default="", help="extra flags for `python -m train fit`")
+    p.add_argument("--measure", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # internal: child processes
+    return p
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _render(work: Path, name: str, n: int, seed: int, regions: int, size: int) -> Path:
+    from geomodel.synthetic import make_campus, make_dataset
+
+    folder = work / "photos" / name
+    csv = folder / "labels.csv"
+    if not csv.is_file():
+        tmp = folder.with_name(name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        make_dataset(make_campus(n_regions=regions, seed=0), tmp, n_images=n, image_size=size, seed=seed,
+                     filename_prefix=name, image_format="jpg")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)  # a block is complete or absent
+    return csv
+
+
+def collection(work: Path, n: int, args: argparse.Namespace) -> Path:
+    """A labels CSV of the first `n` photos of the training blocks (paths relative to work/photos)."""
+    import pandas as pd
+
+    parts = []
+    for b in range(-(-n // BLOCK)):
+        csv = _render(work, f"b{b:03d}", BLOCK, b, args.regions, args.image_size)
+        df = pd.read_csv(csv)
+        parts.append(df.assign(filename=f"b{b:03d}/images/" + df["filename"]))
+    out = work / f"collection-{n}.csv"
+    pd.concat(parts).head(n).to_csv(out, index=False)
+    return out
+
+
+def test_set(work: Path, args: argparse.Namespace) -> Path:
+    import pandas as pd
+
+    csv = _render(work, "test", args.test_photos, TEST_SEED, args.regions, args.image_size)
+    df = pd.read_csv(csv)
+    out = work / "test.csv"
+    df.assign(filename="test/images/" + df["filename"]).to_csv(out, index=False)
+    return out
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def _run(cmd: list[str], env: dict | None = None) -> dict:
+    """Run a child process; its wall time and resource use (peak RSS, CPU times, page faults)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed with exit code {code}:\n{output[-4000:]}")
+    return {"wall_s": round(time.perf_counter() - start, 1), "peak_rss_mb": round(usage.ru_maxrss / 1024),
+            "user_s": round(usage.ru_utime, 1), "sys_s": round(usage.ru_stime, 1),
+            "minor_faults": usage.ru_minflt, "output": output}
+
+
+def fit(work: Path, n: int, csv: Path, args: argparse.Namespace) -> dict:
+    out, cache, record = work / f"model-{n}", work / f"cache-{n}", work / f"fit-{n}.json"
+    if args.reuse and record.is_file() and (out / "region.pt").is_file():
+        return {**json.loads(record.read_text()), "reused": True}
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)  # from scratch: no feature of an earlier run
+    run = _run([sys.executable, "-m", "train", "fit", "--preset", "cpu-small", "--csv", str(csv), "--images",
+                str(work / "photos"), "--out", str(out), "--cache-dir", str(cache), *args.fit_args.split()])
+    result = {k: v for k, v in run.items() if k != "output"}
+    result["log_tail"] = [line for line in run["output"].splitlines() if "local matching" in line][-1:]
+    record.write_text(json.dumps(result, indent=2))
+    return {**result, "reused": False}
+
+
+def model_bytes(model_dir: Path) -> dict:
+    """Bytes of what prediction loads: region.pt, coords.pt and the gallery file when there is one."""
+    files = {name: (model_dir / name).stat().st_size for name in ("region.pt", "coords.pt", "region_gallery.npy")
+             if (model_dir / name).is_file()}
+    return {"model_bytes": sum(files.values()), "files": files}
+
+
+def tile(model_dir: Path, factor: int, dst: Path) -> Path:
+    """A copy of `model_dir` whose gallery repeats every photo `factor` times (to measure size and speed)."""
+    import numpy as np
+
+    from geomodel.engine.checkpoint import atomic_save, load_checkpoint
+    from geomodel.engine.gallery import GALLERY_FILE, BuiltGallery
+
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    shutil.copy(model_dir / "coords.pt", dst / "coords.pt")
+    ckpt = load_checkpoint(model_dir / "region.pt", kind="region")
+    codes = np.load(model_dir / GALLERY_FILE, mmap_mode="r", allow_pickle=False)
+    partial = dst / (GALLERY_FILE + ".partial")
+    out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(codes) * factor, *codes.shape[1:]))
+    for k in range(factor):
+        out[k * len(codes):(k + 1) * len(codes)] = codes
+    out.flush()
+    del out
+    state = ckpt["state_dict"]
+    state["matcher.global_desc"] = state["matcher.global_desc"].repeat(factor, 1)
+    state["matcher.regions"] = state["matcher.regions"].repeat(factor)
+    built = BuiltGallery(partial, np.load(partial, mmap_mode="r"), state["matcher.global_desc"],
+                         state["matcher.regions"], ckpt["gallery"]["positions"])
+    ckpt["gallery"] = built.publish(dst / GALLERY_FILE)
+    ckpt["metrics"] = {**ckpt["metrics"], "gallery_size": len(state["matcher.regions"])}
+    atomic_save(ckpt, dst / "region.pt")
+    return dst
+
+
+# ----------------------------------------------------------------------------- child measurements
+
+
+def _measure_predict(model_dir: str, test_csv: str, images: str, predict_photos: str, single_photos: str,
+                     accuracy: str) -> dict:
+    """In a fresh process: load, memory, photos/s at batch 4, one photo per call, held-out accuracy."""
+    from bench import status_kb
+    from geomodel.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as app.py and `python -m train` do
+    import pandas as pd
+
+    from geomodel.predictor import Predictor
+
+    start = time.perf_counter()
+    predictor = Predictor.from_dir(model_dir, device="cpu")
+    load_s = time.perf_counter() - start
+    rss_loaded = status_kb(os.getpid(), "VmRSS")
+    df = pd.read_csv(test_csv)
+    paths = [Path(images) / f for f in df["filename"]]
+    batch = paths[:int(predict_photos)]
+    singles = paths[int(predict_photos):int(predict_photos) + int(single_photos)]
+    predictor.predict(batch[:4])  # warm-up: first calls allocate and pick kernels
+    rates, single = [], []
+    for _ in range(2):
+        t = time.perf_counter()
+        predictor.predict(batch)
+        rates.append(len(batch) / (time.perf_counter() - t))
+        for p in singles:
+            t = time.perf_counter()
+            predictor.predict([p])
+            single.append(time.perf_counter() - t)
+    out = {"load_s": round(load_s, 2), "rss_after_load_mb": round(rss_loaded / 1024),
+           "photos_per_s": round(statistics.median(rates), 2), "single_photo_s": round(statistics.median(single), 4),
+           "matching": predictor.region_model.matching}
+    if accuracy == "1":
+        truth = df["Region_ID"].to_numpy()
+        fused = [r["region_id"] for r in predictor.predict(paths)]
+        out["test_accuracy_fused"] = round(float((truth == fused).mean()), 4)
+        predictor.region_model.cfg.match_weight = 0.0  # the head alone, same model
+        head = [r["region_id"] for r in predictor.predict(paths)]
+        out["test_accuracy_head"] = round(float((truth == head).mean()), 4)
+    out["peak_rss_mb"] = round(status_kb(os.getpid(), "VmHWM") / 1024)
+    return out
+
+
+def _measure_extraction(allocator: str, n: str, images_csv: str, images: str) -> dict:
+    """In a fresh process: the cpu-small trunk's features of `n` photos (batch 32, no cache)."""
+    import resource
+
+    if allocator == "keep":
+        from geomodel.runtime import keep_freed_memory
+
+        keep_freed_memory()
+    import pandas as pd
+    import torch
+
+    from geomodel.data.transforms import build_transforms
+    from geomodel.engine.features import extract_features
+    from geomodel.models.backbones import build_backbone
+
+    backbone = build_backbone("efficientnet_lite0", pool="gem", image_size=256, layers=("14", "15", "head"))
+    paths = [Path(images) / f for f in pd.read_csv(images_csv)["filename"][:int(n)]]
+    tf = build_transforms((backbone.mean, backbone.std), 256, train=False)
+    extract_features(backbone, paths[:32], tf, device=torch.device("cpu"), image_size=256)  # warm-up
+    before, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    extract_features(backbone, paths, tf, device=torch.device("cpu"), batch_size=32, image_size=256)
+    wall, after = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+    return {"photos_per_s": round(len(paths) / wall, 2), "user_s": round(after.ru_utime - before.ru_utime, 2),
+            "sys_s": round(after.ru_stime - before.ru_stime, 2), "minor_faults": after.ru_minflt - before.ru_minflt}
+
+
+def _child(*argv: str) -> dict:
+    run = _run([sys.executable, str(Path(__file__).resolve()), "--measure", *argv])
+    return json.loads(run["output"].strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(args: argparse.Namespace) -> dict:
+    import pandas as pd
+
+    began = time.perf_counter()
+    work = args.work_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
+    test_csv = test_set(work, args)
+    images = work / "photos"
+    entries = []
+    for n in sizes:
+        csv = collection(work, n, args)
+        fitted = fit(work, n, csv, args)
+        out = work / f"model-{n}"
+        metrics = json.loads((out / "region_metrics.json").read_text())
+        measured = _child("predict", str(out), str(test_csv), str(images), str(args.predict_photos),
+                          str(args.single_photos), "1")
+        size = model_bytes(out)
+        gallery = metrics.get("gallery_size", 0)
+        entries.append({
+            "collection_photos": n, "gallery_photos": gallery, "match_weight": metrics.get("match_weight"),
+            "photos_per_s": measured["photos_per_s"], "single_photo_s": measured["single_photo_s"],
+            **size, "bytes_per_gallery_photo": round(size["model_bytes"] / gallery) if gallery else None,
+            "fit_s": fitted["wall_s"], "peak_rss_mb": fitted["peak_rss_mb"],
+            "fit_user_s": fitted["user_s"], "fit_sys_s": fitted["sys_s"], "fit_reused": fitted["reused"],
+            "accuracy_head": metrics.get("val_head_accuracy", metrics.get("val_accuracy")),
+            "accuracy_fused": metrics.get("val_accuracy"), "val_photos": metrics.get("val_size"),
+            "fusion": metrics.get("fusion"),
+            **{k: measured[k] for k in ("test_accuracy_head", "test_accuracy_fused", "load_s",
+                                        "rss_after_load_mb")},
+            "predict_peak_rss_mb": measured["peak_rss_mb"]})
+    if args.tile > 1 and entries and entries[-1]["gallery_photos"]:
+        n = sizes[-1]
+        tiled = tile(work / f"model-{n}", args.tile, work / f"model-{n}-x{args.tile}")
+        measured = _child("predict", str(tiled), str(test_csv), str(images), str(args.predict_photos),
+                          str(args.single_photos), "0")
+        size = model_bytes(tiled)
+        gallery = entries[-1]["gallery_photos"] * args.tile
+        entries.append({"collection_photos": None, "gallery_photos": gallery, "tiled_from": n,
+                        "match_weight": entries[-1]["match_weight"], "photos_per_s": measured["photos_per_s"],
+                        "single_photo_s": measured["single_photo_s"], **size,
+                        "bytes_per_gallery_photo": round(size["model_bytes"] / gallery), "fit_s": None,
+                        "peak_rss_mb": None, "accuracy_head": None, "accuracy_fused": None,
+                        "load_s": measured["load_s"], "rss_after_load_mb": measured["rss_after_load_mb"],
+                        "predict_peak_rss_mb": measured["peak_rss_mb"]})
+    growth = []
+    for a, b in zip(entries, entries[1:]):
+        def ratio(key: str) -> float | None:
+            return round(b[key] / a[key], 3) if a.get(key) and b.get(key) else None
+
+        growth.append({"from": a["gallery_photos"], "to": b["gallery_photos"], "photos": ratio("gallery_photos"),
+                       **{k: ratio(k) for k in ("photos_per_s", "single_photo_s", "model_bytes", "fit_s",
+                                                "peak_rss_mb", "load_s", "rss_after_load_mb")}})
+    extraction = {}
+    if args.extraction_photos:
+        n = min(args.extraction_photos, len(pd.read_csv(test_csv)))
+        extraction = {alloc: _child("extract", alloc, str(n), str(test_csv), str(images))
+                      for alloc in ("default", "keep")}
+        extraction["photos"] = n
+    return {"benchmark": "scale", "recipe": "cpu-small", "regions": args.regions, "image_size": args.image_size,
+            "test_photos": args.test_photos, "sizes": entries, "growth": growth, "extraction": extraction,
+            "machine": {**machine(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+            "wall_s": round(time.perf_counter() - began, 1)}
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as app.py and `python -m train` set it
+    parsed = get_args_parser().parse_args()
+    if parsed.measure:
+        kind, *rest = parsed.measure
+        print(json.dumps(_measure_predict(*rest) if kind == "predict" else _measure_extraction(*rest)))
+    else:
+        print(json.dumps(main(parsed), indent=2))
