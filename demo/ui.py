@@ -151,6 +151,21 @@ def validation_view(ctx: AppContext, choice: str | None) -> tuple[str, str, Any]
     return view.summary, view.map_html, view.histogram
 
 
+def _matching_line(reg: dict, regions: int) -> str:
+    """Stage 1's local matching: the gallery, the fusion weight fit chose, head alone vs fused on the hold-out."""
+    head = reg.get("head_accuracy", float("nan"))
+    more = ("more photos per region raise accuracy most: " + R.code_span("python -m train learning-curve")
+            + " says how many")
+    if reg.get("match_weight") == 0:
+        best = max((r["accuracy"] for r in reg.get("fusion", []) if r["weight"] > 0), default=float("nan"))
+        return (f"off: on the hold-out it did not beat the head alone ({head:.1%}; best with matching "
+                f"{best:.1%}), so no gallery is stored; {more}")
+    per_region = reg["gallery_size"] / max(regions, 1)
+    weight = f", weight {reg['match_weight']:g} chosen on the hold-out" if "match_weight" in reg else ""
+    return (f"against {reg['gallery_size']:,} labelled photos, ~{per_region:.0f} per region{weight} (head alone: "
+            f"{head:.1%} on the hold-out, with matching {reg.get('accuracy', float('nan')):.1%}); {more}")
+
+
 def model_markdown(info: ModelInfo, config: AppConfig) -> str:
     """What the loaded model is, as Markdown (every value from the checkpoint is escaped)."""
     e = R.escape_markdown
@@ -170,11 +185,7 @@ def model_markdown(info: ModelInfo, config: AppConfig) -> str:
     if "accuracy" in reg:
         rows.append(("Region accuracy (training hold-out)", f"{reg['accuracy']:.1%}"))
     if "gallery_size" in reg:
-        per_region = reg["gallery_size"] / max(len(info.region_names), 1)
-        rows.append(("Local matching", f"against {reg['gallery_size']:,} labelled photos, ~{per_region:.0f} per "
-                                       f"region (head alone: {reg.get('head_accuracy', float('nan')):.1%} on the "
-                                       "hold-out); more photos per region raise accuracy most: "
-                                       + R.code_span("python -m train learning-curve") + " says how many"))
+        rows.append(("Local matching", _matching_line(reg, len(info.region_names))))
     if "median_error" in crd:
         rows.append(("Median error (training hold-out)", f"{crd['median_error']:,.1f} {e(info.error_unit)}"))
     if "coord_mse" in crd:

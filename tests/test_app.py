@@ -490,9 +490,19 @@ def test_model_tab_describes_local_matching_when_the_model_has_it():
     assert "Local matching" not in model_markdown(info, cfg)  # the bundled model has no gallery
     region = {**info.metrics["region"], "accuracy": 0.5, "head_accuracy": 0.42, "gallery_size": 162}
     text = model_markdown(replace(info, metrics={**info.metrics, "region": region}), cfg)
-    assert "| Local matching | against 162 labelled photos, ~27 per region (head alone: 42.0% on the hold-out); " in text
+    assert "| Local matching | against 162 labelled photos, ~27 per region (head alone: 42.0% on the hold-out, " \
+           "with matching 50.0%); " in text
+    region = {**region, "match_weight": 0.3}
+    text = model_markdown(replace(info, metrics={**info.metrics, "region": region}), cfg)
+    assert "~27 per region, weight 0.3 chosen on the hold-out (head alone: 42.0% on the hold-out, with matching " \
+           "50.0%)" in text
     assert "`python -m train learning-curve` says how many |" in text
     assert "| Region accuracy (training hold-out) | 50.0% |" in text
+    region = {**region, "match_weight": 0, "gallery_size": 0, "accuracy": 0.42,
+              "fusion": [{"weight": 0.0, "accuracy": 0.42}, {"weight": 0.5, "accuracy": 0.4}]}
+    text = model_markdown(replace(info, metrics={**info.metrics, "region": region}), cfg)
+    assert "| Local matching | off: on the hold-out it did not beat the head alone (42.0%; best with matching " \
+           "40.0%), so no gallery is stored" in text
 
 
 def test_bundle_command_line_still_builds_the_committed_model(tmp_path):
