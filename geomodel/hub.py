@@ -29,9 +29,11 @@ from geomodel.errors import GeomodelError
 
 SCHEME = "hf://"
 REQUIRED_FILES = ("region.pt", "coords.pt")
-# Everything of a model directory that serving reads: Predictor.from_dir (the checkpoints, regions.geojson),
-# the app's plan overlay, and the configs/metrics `check` reports. Resume files and histories stay behind.
-APP_FILES = (*REQUIRED_FILES, "regions.geojson", "plan.json", "plan.png", "*_config.json", "*_metrics.json")
+# Everything of a model directory that serving reads: Predictor.from_dir (the checkpoints, the matching
+# gallery, regions.geojson), the app's plan overlay, and the configs/metrics `check` reports. Resume files
+# and histories stay behind.
+APP_FILES = (*REQUIRED_FILES, "region_gallery.npy", "regions.geojson", "plan.json", "plan.png", "*_config.json",
+             "*_metrics.json")
 EXPECTED = {"model": "hf://OWNER/NAME[@REVISION]", "dataset": "hf://datasets/OWNER/NAME[@REVISION]/PATH"}
 TOKENS_PAGE = "https://huggingface.co/settings/tokens"
 

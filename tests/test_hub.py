@@ -312,7 +312,8 @@ def test_following_the_offline_errors_leads_to_a_working_cache(hub, tmp_path):
                                  capture_output=True, text=True, timeout=300)
             assert out.returncode == 0, out.stdout + out.stderr
     assert commands == [
-        "hf download owner/campus-model --include region.pt --include coords.pt --include regions.geojson "
+        "hf download owner/campus-model --include region.pt --include coords.pt --include region_gallery.npy "
+        "--include regions.geojson "
         "--include plan.json --include plan.png --include '*_config.json' --include '*_metrics.json'",
         "hf download owner/campus-val val/labels.csv --repo-type dataset",
         "hf download owner/campus-val val/ --repo-type dataset"]
