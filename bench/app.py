@@ -1,6 +1,15 @@
 """App speed: cold start, per-photo latency through gradio_client, and the server's peak memory.
 
     python bench/app.py [--requests 10] [--app-args "--model DIR"]
+    python bench/app.py --explorer-sizes 300,3000
+
+With `--explorer-sizes`, measures instead the Validation explorer's cost per validation-set
+size: synthetic validation photos of the bundled campus (64 px JPEGs) are rendered, `python
+app.py --val-csv ...` is started on them, and for each size it reports the seconds from launch
+until the app answers and until the explorer has its map, the bytes of `/config` (the page's
+initial state), the bytes of the explorer's first map (as the page receives it), how many
+thumbnails are inlined in it, whether a served thumbnail URL from it answers with a JPEG, and
+the server's peak memory.
 
 Measures, with the app's own settings (default: the bundled demo model):
 
@@ -81,6 +90,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="OMP_WAIT_POLICY for the app processes (env: as this shell has it, i.e. as users run "
                         "the app); see bench/inference.py")
     p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for the app")
+    p.add_argument("--explorer-sizes", default="", help="comma-separated validation-set sizes: measure the "
+                   "Validation explorer's page weight and start-up time for each (nothing else is measured)")
+    p.add_argument("--app-root", type=Path, default=ROOT, help="checkout whose app.py to start (to compare "
+                   "with an older version)")
     return p
 
 
@@ -167,5 +180,88 @@ def main(args: argparse.Namespace) -> dict:
     }
 
 
+def explorer(args: argparse.Namespace) -> dict:
+    """Start-up time and page weight of the app with validation sets of each size."""
+    import re
+    from html import unescape
+
+    import httpx
+
+    from geomodel.synthetic import make_campus, make_dataset
+
+    began = time.perf_counter()
+    sizes = [int(x) for x in args.explorer_sizes.split(",") if x.strip()]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-explorer-") as tmp:
+        tmp = Path(tmp)
+        env["GRADIO_TEMP_DIR"] = str(tmp / "gradio")  # thumbnails and uploads die with the benchmark
+        plan = make_campus(n_regions=6, seed=0)  # the bundled model's campus
+        for n in sizes:
+            t0 = time.perf_counter()
+            csv = make_dataset(plan, tmp / f"val{n}", n_images=n, image_size=64, seed=7000 + n,
+                               filename_prefix="val", image_format="jpg")
+            render_s = time.perf_counter() - t0
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            cmd = [sys.executable, str(args.app_root / "app.py"), "--port", str(port), "--val-csv", str(csv),
+                   "--val-images", str(csv.parent / "images")]
+            with open(tmp / f"server{n}.log", "w") as log:
+                start = time.perf_counter()
+                proc = subprocess.Popen(cmd, cwd=args.app_root, env=env, stdout=log, stderr=subprocess.STDOUT)
+                try:
+                    try:
+                        wait_ready(url, proc, args.startup_timeout, poll=0.1)
+                    except RuntimeError as exc:
+                        raise SystemExit(f"{exc}\n{(tmp / f'server{n}.log').read_text()[-3000:]}") from None
+                    ready_s = time.perf_counter() - start
+                    config = httpx.get(url + "/config", timeout=60).text
+                    values = [c.get("props", {}).get("value") for c in json.loads(config).get("components", [])]
+                    val_html = next((v for v in values if isinstance(v, str) and "Validation: All regions"
+                                     in unescape(v)), None)
+                    explorer_s = ready_s
+                    if val_html is None:  # computed in the background: ask the explorer until it has its map
+                        from gradio_client import Client
+
+                        client = Client(url, verbose=False, download_files=False)
+                        while True:
+                            _, val_html, _ = client.predict("All regions", api_name="/validation_view")
+                            if "srcdoc=" in val_html:
+                                break
+                            if time.perf_counter() - start > args.startup_timeout:
+                                raise SystemExit(f"the explorer was not ready within {args.startup_timeout} s")
+                            time.sleep(0.2)
+                        explorer_s = time.perf_counter() - start
+                    val_map = unescape(re.search(r'srcdoc="([^"]*)"', val_html).group(1))
+                    thumb_urls = re.findall(r"gradio_api/file=[^\"\\]+?\.jpg", val_map)
+                    served = None
+                    if thumb_urls:
+                        r = httpx.get(f"{url}/{thumb_urls[0]}", timeout=30)
+                        served = {"status": r.status_code, "content_type": r.headers.get("content-type"),
+                                  "bytes": len(r.content)}
+                    results.append({
+                        "validation_photos": n,
+                        "ready_s": round(ready_s, 2),  # the app answers (the Predict tab works)
+                        "explorer_ready_s": round(explorer_s, 2),  # the explorer has its map
+                        "config_bytes": len(config.encode("utf-8")),
+                        "validation_map_bytes": len(val_html.encode("utf-8")),
+                        "inlined_thumbnails": val_map.count("data:image/jpeg;base64,"),
+                        "served_thumbnail_urls": len(set(thumb_urls)),
+                        "served_thumbnail": served,
+                        "server_peak_rss_mb": _mb(status_kb(proc.pid, "VmHWM")),
+                        "render_photos_s": round(render_s, 1),
+                    })
+                finally:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+    return {"benchmark": "app-explorer", "app_root": str(args.app_root), "explorer": results,
+            "machine": {**machine(), "omp_wait_policy": env.get("OMP_WAIT_POLICY")},
+            "wall_s": round(time.perf_counter() - began, 1)}
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(get_args_parser().parse_args()), indent=2))
+    arguments = get_args_parser().parse_args()
+    print(json.dumps(explorer(arguments) if arguments.explorer_sizes else main(arguments), indent=2))

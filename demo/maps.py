@@ -351,8 +351,9 @@ class _FitBounds(MacroElement):
     """``fitBounds`` without animation: folium's animates from its initial zoom, so a browser
     (or a screenshot) shows a half-zoomed frame first.
 
-    A map built while hidden (an iframe in an inactive tab) has size 0 and fits to the minimum
-    zoom; when it first gets a size, it fits again.
+    A map built while hidden or still being laid out (an iframe in an inactive tab, or one the
+    page is inserting) has a size of 0 or a few pixels and fits to that; whenever its size
+    changes it fits again, until the visitor has moved or zoomed it.
     """
 
     def __init__(self, bounds: Bounds):
@@ -365,11 +366,16 @@ class _FitBounds(MacroElement):
         bounds = json.dumps(self.bounds)
         script = (
             f"{target}.fitBounds({bounds}, {{animate: false}});\n"
-            f"window.addEventListener('resize', function () {{\n"
-            f"  var was = {target}.getSize();\n"
-            f"  {target}.invalidateSize({{animate: false}});\n"
-            f"  if (was.x === 0 || was.y === 0) {{ {target}.fitBounds({bounds}, {{animate: false}}); }}\n"
-            f"}});\n"
+            f"(function () {{\n"
+            f"  var touched = false, box = {target}.getContainer();\n"
+            f"  ['mousedown', 'wheel', 'touchstart', 'keydown'].forEach(function (e) {{\n"
+            f"    box.addEventListener(e, function () {{ touched = true; }}, {{passive: true}});\n"
+            f"  }});\n"
+            f"  window.addEventListener('resize', function () {{\n"
+            f"    {target}.invalidateSize({{animate: false}});\n"
+            f"    if (!touched) {{ {target}.fitBounds({bounds}, {{animate: false}}); }}\n"
+            f"  }});\n"
+            f"}})();\n"
         )
         self.get_root().script.add_child(_Raw(script), name=self.get_name())
 

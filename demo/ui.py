@@ -6,6 +6,7 @@ results) lives in `gr.State`; the context is only read after start-up.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import tempfile
@@ -22,12 +23,15 @@ from demo.map_regions import RegionFill
 from demo.maps import PlanOverlay, render_map, to_iframe
 from demo.service import TooManyPhotos, predict_photos
 from demo.settings import ROOT, AppConfig, load_plan
-from demo.validation import ALL_REGIONS, ValidationSet, region_choices, region_of_choice
+from demo.thumbnails import ThumbnailFolder
+from demo.validation import ALL_REGIONS, ValidationSet, read_validation_labels, region_choices, region_of_choice
+from demo.validation_job import ValidationJob
 from geomodel.errors import GeomodelError
 from geomodel.predictor import ModelInfo, Predictor
 
 MAP_HEIGHT = 520
 _DOWNLOAD_TTL_S = 3600  # CSV/GeoJSON files older than this are deleted on the next request
+_WAITING_MAP = '<div class="gm-note">The map appears here when the validation photos are predicted.</div>'
 _CSS = """
 .gm-note {font-size: 0.9em; opacity: 0.85}
 """
@@ -41,7 +45,7 @@ class AppContext:
     predictor: Predictor
     info: ModelInfo
     plan: PlanOverlay | None
-    validation: ValidationSet | None
+    validation: ValidationJob | None  # the explorer's predictions, computed in the background
     validation_problem: str | None  # why there is no explorer, when there is none
     examples: list[Path]
     empty_map: str  # the map before any prediction (just the plan and the regions, if any)
@@ -54,7 +58,7 @@ class AppContext:
 
 
 def load_context(config: AppConfig) -> AppContext:
-    """Load the model once and compute the validation predictions once."""
+    """Load the model once, check the validation CSV, and start predicting it in the background."""
     predictor = Predictor.from_dir(config.model, device=config.device, threads=config.threads)
     info = predictor.info()
     plan = load_plan(config.plan) if config.plan and predictor.frame == "planar" else None
@@ -62,10 +66,15 @@ def load_context(config: AppConfig) -> AppContext:
     validation, problem = None, None
     if config.val_csv is not None:
         try:
-            validation = ValidationSet.compute(predictor, config.val_csv, config.val_images, plan=plan,
-                                               map_height=MAP_HEIGHT + 40, regions=regions)
+            labels = read_validation_labels(predictor, config.val_csv)  # a bad CSV is said at once
         except GeomodelError as exc:
             problem = str(exc)
+        else:
+            thumbs = ThumbnailFolder()  # served by Gradio's file route from its cache folder; removed at exit
+            atexit.register(thumbs.remove)
+            validation = ValidationJob(lambda progress: ValidationSet.compute(
+                predictor, labels, config.val_images, plan=plan, map_height=MAP_HEIGHT + 40, regions=regions,
+                thumbnails=thumbs, progress=progress), total=len(labels))
     else:
         problem = "No validation set configured: start the app with --val-csv CSV --val-images FOLDER."
     empty = to_iframe(render_map([], frame=predictor.frame, plan=plan, error_unit=info.error_unit,
@@ -144,11 +153,24 @@ def downloads(ctx: AppContext, rows: list[dict] | None) -> tuple[str, str, Any, 
 
 
 def validation_view(ctx: AppContext, choice: str | None) -> tuple[str, str, Any]:
-    """Summary, map and histogram data of the explorer for a filter choice."""
-    if ctx.validation is None:
-        return R.escape_markdown(ctx.validation_problem or ""), "", None
-    view = ctx.validation.view(region_of_choice(choice, ctx.predictor.region_names))
-    return view.summary, view.map_html, view.histogram
+    """Summary, map and histogram of the explorer for a filter choice (its progress while it is computed)."""
+    job = ctx.validation
+    if job is None or (job.ready and job.result is None):
+        problem = ctx.validation_problem or (job.problem if job is not None else "")
+        return R.escape_markdown(problem or ""), "", None
+    if not job.ready:
+        return job.status(), _WAITING_MAP, None
+    vs = job.result
+    view = vs.view(region_of_choice(choice, ctx.predictor.region_names))
+    return view.summary, view.map_html, gr.BarPlot(view.histogram, x_bin=vs.bin_width)
+
+
+def validation_tick(ctx: AppContext, choice: str | None) -> tuple[str, str, Any, Any]:
+    """The explorer's timer while the predictions run: progress, then the first view (and the timer stops)."""
+    summary, map_html, hist = validation_view(ctx, choice)
+    if ctx.validation is not None and not ctx.validation.ready:
+        return summary, gr.skip(), gr.skip(), gr.Timer(active=True)
+    return summary, map_html, hist, gr.Timer(active=False)
 
 
 def _matching_line(reg: dict, regions: int) -> str:
@@ -245,26 +267,31 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
         with gr.Tab("Validation explorer", id="validation"):
             if ctx.validation is not None:
-                first = ctx.validation.view(None)
                 region = gr.Dropdown(region_choices(ctx.predictor.region_names), value=ALL_REGIONS,
                                      label="Region (true)", elem_id="region-filter")
                 with gr.Row():
                     with gr.Column(scale=3):
-                        val_map = gr.HTML(first.map_html, elem_id="validation-map")
+                        val_map = gr.HTML(_WAITING_MAP, elem_id="validation-map")
                     with gr.Column(scale=2):
-                        val_summary = gr.Markdown(first.summary)
-                        hist = gr.BarPlot(first.histogram, x="error", y="photos", x_bin=ctx.validation.bin_width,
-                                          y_aggregate="sum", x_title=f"Error ({unit}); the last bar: this or more",
-                                          y_title="Photos", y_lim=[0, None], title="Error histogram", height=260,
+                        val_summary = gr.Markdown(ctx.validation.status(), elem_id="validation-summary")
+                        hist = gr.BarPlot(None, x="error", y="photos", y_aggregate="sum",
+                                          x_title=f"Error ({unit}); the last bar: this or more", y_title="Photos",
+                                          y_lim=[0, None], title="Error histogram", height=260,
                                           elem_id="error-histogram")
                 shading = (" Regions are shaded by their accuracy, or by their median error (switch in the map's "
                            "layer list); click a region to see which regions its photos were mistaken for."
                            if ctx.regions is not None else "")
                 gr.Markdown("Each photo's true point (purple) is joined to its prediction (blue) by a line coloured "
-                            f"by the error ({R.escape_markdown(unit)}).{shading} Predictions were computed once at "
-                            "start-up.", elem_classes="gm-note")
-                region.change(lambda c: validation_view(ctx, c), region, [val_summary, val_map, hist],
-                              api_visibility="private", concurrency_limit=4)
+                            f"by the error ({R.escape_markdown(unit)}).{shading} Predictions are computed once, "
+                            "in the background when the app starts.", elem_classes="gm-note")
+                explorer = [val_summary, val_map, hist]
+                # The page carries no explorer data: it arrives from this timer once the predictions are done,
+                # so the page's weight and the app's start-up do not grow with the validation set.
+                timer = gr.Timer(1.0, active=True)
+                timer.tick(lambda c: validation_tick(ctx, c), region, [*explorer, timer], api_visibility="private",
+                           queue=False, show_progress="hidden")
+                region.change(lambda c: validation_view(ctx, c), region, explorer, api_name="validation_view",
+                              api_visibility="undocumented", concurrency_limit=4)
             else:
                 gr.Markdown(R.escape_markdown(ctx.validation_problem or ""))
 

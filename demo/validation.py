@@ -9,14 +9,15 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 from demo.colours import accuracy_scale, error_scale
 from demo.map_regions import RegionFill
-from demo.maps import MapPoint, PlanOverlay, render_map, thumbnail_data_uri, to_iframe
+from demo.maps import MapPoint, PlanOverlay, render_map, to_iframe
 from demo.results import escape_markdown
+from demo.thumbnails import ThumbnailFolder
 from geomodel.data.images import load_image
 from geomodel.data.labels import check_region_count, read_labels
 from geomodel.errors import GeomodelError
@@ -26,6 +27,14 @@ from geomodel.predictor import Predictor
 
 ALL_REGIONS = "All regions"
 HISTOGRAM_BINS = 20
+PREDICT_CHUNK = 64  # photos predicted between two progress reports
+
+
+def read_validation_labels(predictor: Predictor, csv: str | Path) -> pd.DataFrame:
+    """The validation CSV, checked (and against the model's regions) before any photo is predicted."""
+    df = read_labels(csv)
+    check_region_count(csv, df, predictor.num_regions)
+    return df
 
 
 def region_choices(region_names: Sequence[str]) -> list[str]:
@@ -176,7 +185,7 @@ class ValidationSet:
     frame: str
     unit: str
     plan: PlanOverlay | None = None
-    thumbnails: dict[str, str] = field(default_factory=dict)
+    thumbnails: dict[str, str] = field(default_factory=dict)  # file name -> served thumbnail URL
     map_height: int = 560
     regions: dict | None = None  # regions.geojson of the model, drawn and shaded when known
     _views: dict[int | None, ValidationView] = field(default_factory=dict, repr=False)
@@ -186,19 +195,33 @@ class ValidationSet:
         self.fills = region_fills(self.pred, self.region_names, self.unit) if self.regions is not None else []
 
     @classmethod
-    def compute(cls, predictor: Predictor, csv: str | Path, images: str | Path, *,
-                plan: PlanOverlay | None = None, map_height: int = 560,
-                regions: dict | None = None) -> "ValidationSet":
-        """Predict the whole set (the only model work here) and pre-render every view."""
-        df = read_labels(csv)
-        check_region_count(csv, df, predictor.num_regions)
-        pred = add_errors(predictor.predict_frame(df, images, progress=False), predictor.frame)
+    def compute(cls, predictor: Predictor, csv: str | Path | pd.DataFrame, images: str | Path, *,
+                plan: PlanOverlay | None = None, map_height: int = 560, regions: dict | None = None,
+                thumbnails: ThumbnailFolder | None = None,
+                progress: Callable[[int, int], None] | None = None) -> "ValidationSet":
+        """Predict the whole set (the only model work here) and pre-render every view.
+
+        `csv`: the labels CSV, or its frame already read by `read_validation_labels`. With
+        `thumbnails`, each photo's thumbnail is written there once and the popups link to it
+        (the browser loads it when the popup opens); without, the popups have none.
+        `progress(done, total)` is called after every chunk of photos.
+        """
+        df = csv if isinstance(csv, pd.DataFrame) else read_validation_labels(predictor, csv)
+        parts = []
+        for start in range(0, len(df), PREDICT_CHUNK):
+            parts.append(predictor.predict_frame(df.iloc[start:start + PREDICT_CHUNK], images, progress=False))
+            if progress is not None:
+                progress(min(start + PREDICT_CHUNK, len(df)), len(df))
+        pred = add_errors(pd.concat(parts) if parts else predictor.predict_frame(df, images, progress=False),
+                          predictor.frame)
         thumbs = {}
-        for name in pred.loc[pred["error"].isna(), "filename"]:
-            try:
-                thumbs[str(name)] = thumbnail_data_uri(load_image(Path(images) / name), max_px=96)
-            except GeomodelError:
-                pass
+        if thumbnails is not None:
+            side = 2 * thumbnails.max_px  # JPEGs decode at reduced scale: several times faster than in full
+            for name in pred.loc[pred["error"].isna(), "filename"]:
+                try:
+                    thumbs[str(name)] = thumbnails.add(load_image(Path(images) / name, draft=(side, side)))
+                except GeomodelError:
+                    pass
         vs = cls(pred, predictor.region_names, predictor.frame, predictor.info().error_unit, plan, thumbs,
                  map_height, regions)
         for region in [None, *range(1, predictor.num_regions + 1)]:

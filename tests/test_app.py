@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -436,6 +437,37 @@ def test_file_routes_refuse_path_traversal(running_app, path):
     status, body = _raw_get(running_app, path)
     assert b"root:" not in body and b"PATH=" not in body
     assert status != 200 or b"<html" in body.lower()  # at most the app's page, never the file
+
+
+def _validation_map(client) -> str:
+    """The explorer's map for all regions (the document inside its srcdoc), once the predictions are done."""
+    for _ in range(600):
+        _, map_html, _ = client.predict("All regions", api_name="/validation_view")
+        if "srcdoc=" in map_html:
+            return html.unescape(re.search(r'srcdoc="([^"]*)"', map_html).group(1))
+        time.sleep(0.1)
+    raise AssertionError("the explorer's predictions did not finish")
+
+
+@pytest.mark.slow
+def test_validation_thumbnails_are_served_not_inlined(running_app, client):
+    import httpx
+
+    doc = _validation_map(client)
+    config = httpx.get(f"{running_app}/config", timeout=30).text
+    assert "Validation: All regions" not in html.unescape(config)  # the page carries no explorer data
+    assert "data:image/jpeg" not in doc  # no photo inlined in the page
+    urls = sorted(set(re.findall(r"gradio_api/file=[^\"\\]+?\.jpg", doc)))
+    assert len(urls) == 60  # one per validation photo
+    folder = urls[0].split("=", 1)[1].rsplit("/", 1)[0]
+    assert "/geomodel-thumbs-" in folder and all(u.startswith(f"gradio_api/file={folder}/") for u in urls)
+    status, body = _raw_get(running_app, "/" + urls[0])
+    assert status == 200 and body[:3] == b"\xff\xd8\xff"  # a JPEG
+    assert max(Image.open(io.BytesIO(body)).size) <= 96
+    for path in (f"{folder}/../../../../etc/passwd", f"{folder}/..%2F..%2F..%2F..%2Fetc%2Fpasswd", f"{folder}/",
+                 f"{folder}/../{ROOT.name}/app.py"):
+        status, body = _raw_get(running_app, f"/gradio_api/file={path}")
+        assert status != 200 and b"root:" not in body, path
 
 
 @pytest.mark.slow

@@ -158,3 +158,16 @@ def test_neighbour_targets_give_near_regions_more_of_the_smoothing() -> None:
     assert np.isclose(t[1, 0], t[1, 2])  # equidistant neighbours share equally
     assert np.isclose(t[3, 2], 0.3)  # a region far from all others gives its share to the nearest one
     assert np.allclose(neighbour_targets(centroids, "planar", 0.0), np.eye(4))
+
+
+def test_load_image_draft_decodes_jpegs_at_reduced_scale(tmp_path):
+    from PIL import Image
+
+    from geomodel.data.images import load_image
+
+    Image.new("RGB", (800, 600), (20, 120, 200)).save(tmp_path / "big.jpg")
+    Image.new("RGB", (800, 600), (20, 120, 200)).save(tmp_path / "big.png")
+    small = load_image(tmp_path / "big.jpg", draft=(96, 96))
+    assert small.mode == "RGB" and 96 <= min(small.size) and small.size[0] < 800  # 1/2..1/8 scale, still >= 96
+    assert load_image(tmp_path / "big.png", draft=(96, 96)).size == (800, 600)  # other formats: full size
+    assert load_image(tmp_path / "big.jpg").size == (800, 600)

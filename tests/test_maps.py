@@ -422,3 +422,19 @@ def test_in_chromium_a_region_click_shows_its_popup_and_the_legend_follows_the_l
     assert page.locator("#gm-fill-1").is_visible() and not page.locator("#gm-fill-0").is_visible()
     assert page.errors == []
     page.close()
+
+
+def test_thumbnail_folder_writes_small_jpegs_with_servable_urls(tmp_path):
+    from demo.thumbnails import ThumbnailFolder
+
+    folder = ThumbnailFolder(tmp_path / "cache with space", max_px=32)
+    url = folder.add(Image.new("RGBA", (300, 100), (255, 0, 0, 128)))
+    path = next(folder.folder.iterdir())
+    assert path.parent.parent == (tmp_path / "cache with space").resolve()
+    assert url.startswith("gradio_api/file=") and url.endswith("/000001.jpg") and "%20" in url
+    img = Image.open(path)
+    assert img.format == "JPEG" and max(img.size) == 32
+    assert MapPoint("a.jpg", 1.0, 2.0, thumbnail=url).thumbnail == url  # a URL the maps accept
+    assert len(folder) == 1
+    folder.remove()
+    assert not folder.folder.exists()

@@ -50,18 +50,21 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def load_image(image: ImageInput, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_image(image: ImageInput, *, max_pixels: int = MAX_PIXELS,
+               draft: tuple[int, int] | None = None) -> Image.Image:
     """Open a path, bytes, file object or PIL image as an upright RGB image.
 
     Raises ImageError naming the file for: missing, empty, not an image, truncated,
     too large (checked from the header before any pixel is decoded), or an
-    unsupported format such as HEIC without the `pillow-heif` plugin.
+    unsupported format such as HEIC without the `pillow-heif` plugin. `draft=(w, h)`:
+    JPEGs are decoded at the smallest 1/2..1/8 scale that is still at least that size (for
+    thumbnails: several times faster); other formats at full size.
     """
     name = describe(image)
     if isinstance(image, Image.Image):
         _check_size(image, name, max_pixels)
         return _to_rgb_checked(image, name)
-    return _to_rgb_checked(_decode(image, name, max_pixels), name)
+    return _to_rgb_checked(_decode(image, name, max_pixels, draft=draft), name)
 
 
 def verify_image(image: str | Path | bytes | BinaryIO, *, max_pixels: int = MAX_PIXELS) -> None:
