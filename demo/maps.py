@@ -371,10 +371,12 @@ class _FitBounds(MacroElement):
             f"  ['mousedown', 'wheel', 'touchstart', 'keydown'].forEach(function (e) {{\n"
             f"    box.addEventListener(e, function () {{ touched = true; }}, {{passive: true}});\n"
             f"  }});\n"
-            f"  window.addEventListener('resize', function () {{\n"
+            f"  function refit() {{\n"
             f"    {target}.invalidateSize({{animate: false}});\n"
             f"    if (!touched) {{ {target}.fitBounds({bounds}, {{animate: false}}); }}\n"
-            f"  }});\n"
+            f"  }}\n"
+            f"  if (window.ResizeObserver) {{ new ResizeObserver(refit).observe(box); }}\n"
+            f"  else {{ window.addEventListener('resize', refit); }}\n"
             f"}})();\n"
         )
         self.get_root().script.add_child(_Raw(script), name=self.get_name())
