@@ -9,7 +9,8 @@ committed). The model is the `cpu-small` recipe: a frozen, pretrained EfficientN
 Written under OUT (default `assets/`):
 
     model/    region.pt, coords.pt, *_config.json, *_metrics.json, *_history.csv,
-              plan.png + plan.json (the map's background and its bounds)
+              plan.png + plan.json (the map's background and its bounds),
+              regions.geojson (the campus's true region rectangles, with the region names)
     val/      labels.csv + images/ (validation photos the app's explorer tab shows)
     examples/ labels.csv + one photo per region (the Predict tab's examples)
     bundle.json  how the bundle was made and the model's scores on val/
@@ -80,6 +81,13 @@ def write_examples(plan, out: Path, photo_size: int, seed: int) -> list[dict]:
     return out_rows
 
 
+def write_regions(plan, model_dir: Path) -> Path:
+    """The campus's true region rectangles as `model_dir/regions.geojson` (planar, the plan's names)."""
+    from geomodel.regions import FILE_NAME, Regions
+
+    return Regions.from_boxes("planar", plan.region_names, plan.region_rectangles()).write(model_dir / FILE_NAME)
+
+
 def training_argv(train_csv: Path, train_images: Path, model_dir: Path, names_file: Path, args: argparse.Namespace,
                   cache_dir: Path) -> list[str]:
     """The `cpu-small` recipe's command line, with the settings the bundle pins."""
@@ -133,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("plan.png", "plan.json"):  # the map background belongs with the model
         (out / "val" / name).replace(model_dir / name)
     write_examples(plan, out / "examples", args.photo_size, seed=2000 + args.campus_seed)
+    write_regions(plan, model_dir)
 
     work = Path(tempfile.mkdtemp(prefix="geomodel-bundle-")) if args.work_dir is None else args.work_dir
     try:

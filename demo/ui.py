@@ -201,6 +201,7 @@ def model_markdown(info: ModelInfo, config: AppConfig) -> str:
             ("Region classifier backbone", e(info.backbones["region"])),
             ("Coordinate regressor backbone", e(info.backbones["coords"])),
             ("Layout", e(info.layout)), ("Regions", f"{len(info.region_names)}: {region_list}"),
+            ("Region outlines", e(info.region_polygons) or "none (a model directory without regions.geojson)"),
             ("Coordinate frame", frame), ("Input size", f"{info.image_size} px"),
             ("Training photos", f"{info.train_size:,}")]
     reg, crd = info.metrics.get("region", {}), info.metrics.get("coords", {})

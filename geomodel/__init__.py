@@ -27,6 +27,9 @@ _EXPORTS = {
     "DataError": "geomodel.errors",
     "ImageError": "geomodel.errors",
     "CheckpointError": "geomodel.errors",
+    "RegionsError": "geomodel.errors",
+    "Regions": "geomodel.regions",
+    "read_regions": "geomodel.regions",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

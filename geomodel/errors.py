@@ -18,6 +18,10 @@ class CheckpointError(GeomodelError, ValueError):
     """A checkpoint file is missing, corrupt, unsafe or incompatible."""
 
 
+class RegionsError(GeomodelError, ValueError):
+    """A regions GeoJSON is unusable (names the file, the feature and the problem)."""
+
+
 class WeightsUnavailableError(GeomodelError, RuntimeError):
     """Pretrained weights could not be loaded (says which file to place where)."""
 

@@ -17,6 +17,8 @@ from geomodel.engine.gallery import open_gallery
 from geomodel.engine.loop import resolve_device
 from geomodel.errors import CheckpointError, GeomodelError
 from geomodel.models import model_from_checkpoint
+from geomodel.regions import FILE_NAME as REGIONS_FILE
+from geomodel.regions import Regions, read_regions
 
 
 @dataclass
@@ -32,6 +34,7 @@ class ModelInfo:
     train_size: int
     metrics: dict
     model_dir: str
+    region_polygons: str = ""  # where the regions' polygons come from ("" for none: an older model directory)
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -60,7 +63,8 @@ class Predictor:
     """
 
     def __init__(self, region_ckpt: dict, coords_ckpt: dict, *, device: str = "auto", model_dir: str = "",
-                 threads: int | None = None, precision: str = "fp32", coord_regions: int = 1) -> None:
+                 threads: int | None = None, precision: str = "fp32", coord_regions: int = 1,
+                 regions: Regions | None = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision={precision!r} is not valid; choose one of: {', '.join(PRECISIONS)}")
         self.precision = precision
@@ -89,6 +93,12 @@ class Predictor:
             raise CheckpointError(f"{model_dir}: shared-layout stages disagree on image size")
         self.region_names: list[str] = list(region_ckpt["region_names"])
         self.frame: str = coords_ckpt["frame"]
+        if regions is not None and (len(regions) != len(self.region_names) or regions.frame != self.frame):
+            raise CheckpointError(f"{model_dir}/{REGIONS_FILE}: {len(regions)} {regions.frame} regions, but the "
+                                  f"model predicts {len(self.region_names)} {self.frame} regions")
+        # The regions' polygons (model_dir/regions.geojson), or None for model directories written
+        # before models carried them.
+        self.regions: Regions | None = regions
         self._tf_region = build_transforms((region_ckpt["norm"]["mean"], region_ckpt["norm"]["std"]),
                                            region_ckpt["image_size"], train=False)
         self._tf_coords = build_transforms((coords_ckpt["norm"]["mean"], coords_ckpt["norm"]["std"]),
@@ -111,8 +121,10 @@ class Predictor:
             raise CheckpointError(f"model directory not found: {model_dir}")
         region = load_checkpoint(model_dir / "region.pt", kind="region")
         coords = load_checkpoint(model_dir / "coords.pt", kind="coords")
+        polygons = model_dir / REGIONS_FILE
+        regions = read_regions(polygons, frame=coords["frame"]) if polygons.exists() else None
         return cls(region, coords, device=device, model_dir=str(model_dir), threads=threads, precision=precision,
-                   coord_regions=coord_regions)
+                   coord_regions=coord_regions, regions=regions)
 
     @property
     def num_regions(self) -> int:
@@ -126,7 +138,8 @@ class Predictor:
             layout="shared" if self.shared else "separate", region_names=self.region_names, frame=self.frame,
             error_unit=c["data_config"].get("error_unit") or ("m" if self.frame == "wgs84" else "units"),
             image_size=r["image_size"], train_size=r["train_size"],
-            metrics={"region": r.get("metrics", {}), "coords": c.get("metrics", {})}, model_dir=self.model_dir)
+            metrics={"region": r.get("metrics", {}), "coords": c.get("metrics", {})}, model_dir=self.model_dir,
+            region_polygons=f"{len(self.regions)} polygons ({REGIONS_FILE})" if self.regions is not None else "")
 
     def predict_tensors(self, images: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
         """RGB PIL images -> (probabilities (B, R), lat/lon (B, 2) float64 in dataset units)."""

@@ -105,6 +105,18 @@ class CampusPlan:
                 out[int(self.row_first_region[r]) + c] = (lat, 0.5 * float(xs[c] + xs[c + 1]))
         return out
 
+    def region_rectangles(self) -> np.ndarray:
+        """(N, 4) ``west, south, east, north`` of each region's rectangle, region index order.
+
+        The rectangles tile the world: neighbours share their edges exactly.
+        """
+        out = np.zeros((self.n_regions, 4))
+        for r in range(len(self.row_first_region)):
+            xs = self.col_edges[r][np.isfinite(self.col_edges[r])]
+            for c in range(len(xs) - 1):
+                out[int(self.row_first_region[r]) + c] = (xs[c], self.row_edges[r], xs[c + 1], self.row_edges[r + 1])
+        return out
+
     def regions_of(self, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
         """Vectorised ``region_of``; points outside the world snap to the nearest region."""
         lat, lon = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
