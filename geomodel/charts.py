@@ -100,3 +100,36 @@ def learning_curve_figure(result: dict) -> "Figure":
 
 def _short(label: str, width: int = 28) -> str:
     return label if len(label) <= width else label[:width - 1] + "…"
+
+
+def regions_figure(panels: Sequence[tuple[str, object, np.ndarray, np.ndarray, np.ndarray]]) -> "Figure":
+    """Side-by-side maps of region polygons with the photos coloured by region.
+
+    Each panel is (title, `geomodel.regions.Regions`, latitudes, longitudes, 1-based region ids;
+    0: a photo left out, drawn as a black cross). Longitude across, latitude up, equal scales.
+    """
+    import shapely
+    from matplotlib import colormaps
+
+    colours = colormaps["tab20"]
+    fig = _figure(4.2 * len(panels), 3.8)
+    for k, (title, regions, lat, lon, ids) in enumerate(panels, start=1):
+        ax = fig.add_subplot(1, len(panels), k)
+        for i, geom in enumerate(regions.geometries):
+            for part in shapely.get_parts(geom):
+                x, y = part.exterior.xy
+                ax.fill(x, y, color=colours(i % 20), alpha=0.3, linewidth=0)
+                ax.plot(x, y, color="0.25", linewidth=0.6)
+        ids = np.asarray(ids)
+        inside = ids > 0
+        ax.scatter(np.asarray(lon)[inside], np.asarray(lat)[inside], s=9, linewidths=0.3, edgecolors="0.2",
+                   c=[colours((r - 1) % 20) for r in ids[inside]])
+        ax.scatter(np.asarray(lon)[~inside], np.asarray(lat)[~inside], s=18, marker="x", color="black")
+        (south, west), (north, east) = regions.bounds
+        pad = 0.04 * max(north - south, east - west)
+        ax.set_xlim(west - pad, east + pad)
+        ax.set_ylim(south - pad, north + pad)
+        ax.set_aspect("equal")
+        ax.set_title(title, fontsize=10, parse_math=False)
+        ax.tick_params(labelsize=7)
+    return fig

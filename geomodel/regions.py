@@ -90,16 +90,22 @@ class Regions:
         """Region ids, 1..N."""
         return list(range(1, len(self) + 1))
 
-    def assign(self, lat: ArrayLike, lon: ArrayLike) -> np.ndarray:
+    def assign(self, lat: ArrayLike, lon: ArrayLike, *, nearest: bool = False) -> np.ndarray:
         """(M,) int64 region id (1-based) of each point; 0 where a point lies outside every region.
 
         A point on a region's boundary belongs to it; on a border shared by two regions, to the
-        lower id. Non-finite coordinates give 0.
+        lower id. Non-finite coordinates give 0. `nearest`: a point outside every region gets the
+        region nearest to it instead (distance in the frame's coordinates, degrees for WGS84).
         """
         lat, lon = np.broadcast_arrays(np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64))
         ids = np.zeros(lat.shape, dtype=np.int64)
         for rid in range(len(self), 0, -1):  # lower ids last, so they win on shared borders
             ids[shapely.intersects_xy(self.geometries[rid - 1], lon, lat)] = rid
+        outside = (ids == 0) & np.isfinite(lat) & np.isfinite(lon)
+        if nearest and outside.any():
+            points = shapely.points(lon[outside], lat[outside])
+            geoms = np.asarray(self.geometries, dtype=object)
+            ids[outside] = shapely.distance(points[:, None], geoms[None, :]).argmin(axis=1) + 1
         return ids
 
     @property
@@ -292,11 +298,15 @@ def _check_overlaps(geoms: list[Geometry], labels: list[str], source: str) -> No
     """Raise RegionsError naming the first two regions whose shared area exceeds the tolerance."""
     tree = shapely.STRtree(geoms)
     left, right = tree.query(geoms, predicate="intersects")
+    x0, y0, x1, y1 = shapely.total_bounds(np.asarray(geoms, dtype=object))
+    # Snap-rounded overlay: floating-point overlay can return nonsense (one whole polygon) for
+    # neighbours whose shared border's vertices differ in the last digits.
+    grid = 1e-9 * max(x1 - x0, y1 - y0)
     for i, j in zip(left.tolist(), right.tolist()):
         if i >= j:
             continue
         try:
-            shared = shapely.intersection(geoms[i], geoms[j]).area
+            shared = shapely.intersection(geoms[i], geoms[j], grid_size=grid).area
         except shapely.errors.GEOSException as exc:
             raise RegionsError(f"{source}: {labels[i]} and {labels[j]} could not be compared ({exc})") from None
         if shared > OVERLAP_TOLERANCE * min(geoms[i].area, geoms[j].area):
@@ -311,3 +321,151 @@ def _few(values: list[int], limit: int = 5) -> str:
     shown = ", ".join(map(str, values[:limit]))
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
+
+# ----------------------------------------------------------------------------- regions from photo positions
+
+MIN_PHOTOS_PER_REGION = 5  # fewer photos than this cannot train a region (nor hold one out to check it)
+AUTO_METHODS = ("balanced-kmeans", "kd")
+
+
+def derive_regions(lat: ArrayLike, lon: ArrayLike, region_ids: ArrayLike, *, frame: str,
+                   names: Sequence[str]) -> Regions:
+    """Polygons for labelled photos: each region is the union of its photos' Voronoi cells.
+
+    `region_ids` are 1-based (1..len(names)). Label outliers are left out first: positions far
+    from all the others (`partition.far_outliers`, e.g. a label 30 km off campus) and positions
+    far from the rest of their own region (a photo labelled with the wrong region). The cells tile the
+    photos' buffered convex hull, so regions never overlap; where labels interleave a region
+    gets several pieces. Computed in a local metric plane (metres for WGS84).
+    Raises RegionsError when a region has no photo to draw it from.
+    """
+    from geomodel.partition import LocalPlane, far_outliers, study_area, voronoi_tiling
+
+    lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+    labels = np.asarray(region_ids, dtype=np.int64) - 1
+    n = len(names)
+    keep = np.isfinite(lat) & np.isfinite(lon) & (labels >= 0) & (labels < n)
+    if frame == "wgs84":
+        keep &= (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    plane = LocalPlane.around(lat[keep], lon[keep], frame)
+    xy = plane.to_xy(lat, lon)
+    keep[keep] &= ~far_outliers(xy[keep])
+    for region in range(n):  # far from the rest of its own region: trimmed, unless that empties it
+        mine = np.flatnonzero(keep & (labels == region))
+        keep[mine[far_outliers(xy[mine])]] = False
+    empty = [f"{r + 1} ({names[r]!r})" for r in range(n) if not (keep & (labels == r)).any()]
+    if empty:
+        raise RegionsError(f"no polygon can be drawn for region(s) {', '.join(empty[:5])}: no photos with "
+                           "usable positions")
+    tiles = voronoi_tiling(xy[keep], labels[keep], n, study_area(xy[keep]))
+    return Regions(frame, names, [plane.geometry_to_frame(t) for t in tiles], source="derived regions")
+
+
+def auto_regions(lat: ArrayLike, lon: ArrayLike, k: int, *, frame: str, method: str = "kd",
+                 min_photos: int = MIN_PHOTOS_PER_REGION, seed: int = 0) -> tuple[np.ndarray, Regions]:
+    """Partition unlabelled photo positions into `k` contiguous regions with balanced photo counts.
+
+    Returns (region id of every position, 1-based, 0 for positions left out; the Regions).
+    Positions far from all the others (label outliers) are left out before partitioning, so
+    they never get a region of their own; they get id 0 unless they fall inside a region's
+    polygon. `method`: "kd" (recursive splits at count quantiles: rectangles) or
+    "balanced-kmeans" (capacity-constrained k-means: convex power-diagram cells); see the
+    README for how the two compare. Regions are numbered by their centres from north to south and
+    named "Region 1".."Region K". Raises RegionsError when `k` is not possible: more than the
+    photos allow at `min_photos` per region, or a region that ends up with fewer.
+    """
+    from geomodel.partition import PARTITIONS, LocalPlane, far_outliers, study_area
+
+    if method not in PARTITIONS:
+        raise RegionsError(f"unknown region partitioning {method!r}; choose one of: {', '.join(PARTITIONS)}")
+    if frame not in FRAMES:
+        raise RegionsError(f"unknown coordinate frame {frame!r}; choose one of: {', '.join(FRAMES)}")
+    lat, lon = np.asarray(lat, dtype=np.float64).ravel(), np.asarray(lon, dtype=np.float64).ravel()
+    if lat.shape != lon.shape:
+        raise ValueError(f"lat and lon differ in length ({len(lat)} vs {len(lon)})")
+    keep = np.isfinite(lat) & np.isfinite(lon)
+    if frame == "wgs84":
+        keep &= (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    plane = LocalPlane.around(lat[keep], lon[keep], frame)
+    xy = plane.to_xy(lat, lon)
+    keep[keep] &= ~far_outliers(xy[keep])
+    n = int(keep.sum())
+    left_out = len(lat) - n
+    note = f" ({left_out} more left out: far from the others or without a usable position)" if left_out else ""
+    if k < 1:
+        raise RegionsError(f"the number of regions must be at least 1, got {k}")
+    if n < k * min_photos:
+        most = n // min_photos
+        advice = f"use at most {most} regions" if most >= 1 else "collect more photos"
+        raise RegionsError(f"{k} regions need at least {k * min_photos} photos ({min_photos} per region) but "
+                           f"{n} photos have usable positions{note}: {advice}")
+    if len(np.unique(xy[keep], axis=0)) < k:
+        raise RegionsError(f"{k} regions need at least {k} different positions; the photos have "
+                           f"{len(np.unique(xy[keep], axis=0))}: use fewer regions")
+    area = study_area(xy[keep])
+    kwargs = {"seed": seed} if method == "balanced-kmeans" else {}
+    _, cells = PARTITIONS[method](xy[keep], k, area, **kwargs)
+    if any(c.is_empty for c in cells):  # a region of photos that share one position has no area
+        _, repeats = np.unique(xy[keep], axis=0, return_counts=True)
+        raise RegionsError(f"{k} regions cannot be drawn: {repeats.max()} photos share one position, so a region "
+                           "made of them has no area: use fewer regions")
+    centres = np.array([c.centroid.coords[0] if not c.is_empty else (np.nan, np.nan) for c in cells])
+    order = np.argsort(-centres[:, 1], kind="stable")  # north to south
+    geoms = [plane.geometry_to_frame(cells[i]) for i in order]
+    regions = Regions(frame, [f"Region {i}" for i in range(1, k + 1)], geoms, source=f"auto regions ({method})")
+    ids = regions.assign(lat, lon)
+    counts = np.bincount(ids, minlength=k + 1)[1:]
+    if counts.min() < min_photos:
+        small = int(counts.argmin())
+        raise RegionsError(f"with {k} regions, region {small + 1} gets only {counts[small]} photos (at least "
+                           f"{min_photos} are needed to train it){note}: use fewer regions")
+    return ids, regions
+
+
+def regions_for_labels(path: str | Path, *, frame: str, csvs: Sequence[str | Path]) -> Regions:
+    """Read a regions file for training on labelled CSVs, whose Region_IDs must be its region ids."""
+    from geomodel.data.labels import read_labels
+    from geomodel.errors import DataError
+
+    regions = read_regions(path, frame=frame)
+    for csv in csvs:
+        df = read_labels(csv)
+        bad = np.flatnonzero(df["Region_ID"].to_numpy() > len(regions))
+        if len(bad):
+            lines = ", ".join(str(int(r) + 2) for r in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise DataError(f"{csv}: Region_ID {int(df['Region_ID'].iloc[bad[0]])} (line {lines}) is not a region of "
+                            f"{path}, which has region ids 1..{len(regions)}")
+    return regions
+
+
+def write_model_regions(out_dir: str | Path, csv: str | Path, *, frame: str, names: Sequence[str],
+                        exclude: Sequence[str | int] = (), given: Regions | None = None) -> str:
+    """Write `out_dir/regions.geojson` for a model trained on `csv`; returns a line saying what was done.
+
+    `given`: the user's regions (`fit --regions`), written as read. Otherwise the polygons are
+    derived from the positions of every photo in the training CSV (less `exclude`d rows):
+    `derive_regions` leaves label outliers out itself, and keeps the edge photos that the
+    training's percentile filter drops. Regions that cannot be derived leave the model without
+    the file (the app then draws no outlines), with the reason in the returned line, rather than
+    failing training.
+    """
+    from geomodel.data.labels import apply_exclusions, read_labels
+
+    path = Path(out_dir) / FILE_NAME
+    photos = apply_exclusions(read_labels(csv, num_regions=len(names)), list(exclude))
+    lat, lon = photos["latitude"].to_numpy(np.float64), photos["longitude"].to_numpy(np.float64)
+    ids = photos["Region_ID"].to_numpy(np.int64)
+    if given is None:
+        try:
+            regions = derive_regions(lat, lon, ids, frame=frame, names=names)
+        except RegionsError as exc:
+            path.unlink(missing_ok=True)  # a stale file from an earlier run would describe other regions
+            return f"regions: no {FILE_NAME} written ({exc}); give polygons with --regions FILE.geojson"
+        how = "derived from the training photos' positions"
+    else:
+        regions, how = given, "as given"
+    regions.write(path)
+    outside = int((regions.assign(lat, lon) != ids).sum())
+    note = (f"; {outside} of the {len(ids)} training photos lie outside their region's polygon (label outliers, "
+            "or polygons that miss them)") if outside else ""
+    return f"regions: {len(regions)} polygons {how} -> {path}{note}"

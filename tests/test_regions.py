@@ -200,6 +200,7 @@ def test_assign_inside_outside_and_on_borders():
         0,  # outside every region
         1, 1, 1,  # on a shared border: the lower id; on the outer border: the region itself
         3, 0, 0]  # the outermost corner; NaN; just outside
+    assert regions.assign(lat, lon, nearest=True).tolist() == [1, 2, 3, 3, 3, 1, 1, 1, 3, 0, 1]
     assert regions.assign(0.5, 1.5).tolist() == 2  # scalars too
     assert regions.assign(np.zeros((2, 3)) + 0.5, 0.5).shape == (2, 3)
 
@@ -298,3 +299,225 @@ def test_regions_that_do_not_fit_the_model_are_refused(predictor_dir, tmp_path):
     three().write(model / "regions.geojson")
     with pytest.raises(CheckpointError, match="regions.geojson: 3 planar regions, but the model predicts 6"):
         Predictor.from_dir(model, device="cpu")
+
+
+# ----------------------------------------------------------------------------- regions derived from labelled photos
+
+
+def campus_points(n_regions: int = 6, n: int = 400, seed: int = 0):
+    from geomodel.synthetic import make_campus
+
+    plan = make_campus(n_regions=n_regions, seed=seed)
+    pts = np.random.default_rng(seed).uniform(0, plan.size, (n, 2))
+    return plan, pts[:, 0], pts[:, 1], plan.regions_of(pts[:, 0], pts[:, 1]) + 1
+
+
+def agreement(regions: Regions, plan, n: int = 20_000) -> float:
+    """Share of the campus where the regions say what the plan says."""
+    pts = np.random.default_rng(99).uniform(0, plan.size, (n, 2))
+    return float((regions.assign(pts[:, 0], pts[:, 1]) == plan.regions_of(pts[:, 0], pts[:, 1]) + 1).mean())
+
+
+def test_derived_regions_recover_the_campus():
+    plan, lat, lon, ids = campus_points()
+    regions = R.derive_regions(lat, lon, ids, frame="planar", names=plan.region_names)
+    assert regions.names == plan.region_names and len(regions) == 6
+    assert (regions.assign(lat, lon) == ids).all()  # every photo inside its own region
+    assert agreement(regions, plan) > 0.93
+
+
+def test_label_outliers_do_not_shape_the_regions():
+    plan, lat, lon, ids = campus_points()
+    clean = R.derive_regions(lat, lon, ids, frame="planar", names=plan.region_names)
+    # a photo 30 km away (img_0146's kind) and a photo labelled region 1 in the middle of region 6
+    far_lat, far_lon = np.append(lat, 30_000.0), np.append(lon, 500.0)
+    far = R.derive_regions(far_lat, far_lon, np.append(ids, 3), frame="planar", names=plan.region_names)
+    assert far.bounds == clean.bounds  # the study area ignores it
+    r6 = plan.region_centroids[5]
+    wrong = R.derive_regions(np.append(lat, r6[0]), np.append(lon, r6[1]), np.append(ids, 1), frame="planar",
+                             names=plan.region_names)
+    assert wrong.assign(*r6).tolist() == 6 and isinstance(wrong.geometries[0], shapely.Polygon)
+
+
+def test_derived_regions_in_wgs84_are_lon_lat_around_the_photos():
+    plan, y, x, ids = campus_points()
+    lat0, lon0 = 17.445, 78.349  # IIIT Hyderabad; the campus read as metres east/north
+    lat = lat0 + y / 111_195.0
+    lon = lon0 + x / (111_195.0 * np.cos(np.radians(lat0)))
+    regions = R.derive_regions(lat, lon, ids, frame="wgs84", names=plan.region_names)
+    (south, west), (north, east) = regions.bounds
+    assert lat0 - 0.002 < south < lat0 and lat0 + 0.009 < north < lat0 + 0.011
+    assert lon0 - 0.002 < west < lon0 and (regions.assign(lat, lon) == ids).all()
+    again = read_regions(regions.to_geojson(), frame="wgs84")
+    assert (again.assign(lat, lon) == ids).all()
+
+
+def test_interleaved_labels_give_multipolygons_and_a_region_without_photos_is_an_error():
+    lat = np.array([0, 0, 0, 0, 1, 1, 1, 1.0])
+    lon = np.array([0, 1, 2, 3, 0, 1, 2, 3.0])
+    ids = np.array([1, 2, 1, 2, 1, 2, 1, 2])
+    regions = R.derive_regions(lat, lon, ids, frame="planar", names=["a", "b"])
+    assert [g.geom_type for g in regions.geometries] == ["MultiPolygon", "MultiPolygon"]
+    assert (regions.assign(lat, lon) == ids).all()
+    with pytest.raises(RegionsError, match=r"region\(s\) 3 \('c'\): no photos"):
+        R.derive_regions(lat, lon, ids, frame="planar", names=["a", "b", "c"])
+
+
+# ----------------------------------------------------------------------------- automatic regions
+
+
+@pytest.mark.parametrize("method", R.AUTO_METHODS)
+def test_auto_regions_are_balanced_contiguous_and_cover_the_photos(method):
+    rng = np.random.default_rng(0)
+    lat = np.concatenate([rng.normal(0, 100, 150), rng.normal(400, 50, 90)])
+    lon = np.concatenate([rng.normal(0, 200, 150), rng.normal(300, 60, 90)])
+    ids, regions = R.auto_regions(lat, lon, 8, frame="planar", method=method)
+    assert len(regions) == 8 and regions.names[0] == "Region 1"
+    counts = np.bincount(ids, minlength=9)
+    assert counts[0] == 0 and counts[1:].min() >= 29 and counts[1:].max() <= 31  # 240 / 8, ties aside
+    assert all(isinstance(g, shapely.Polygon) for g in regions.geometries)  # one piece each
+    assert (regions.assign(lat, lon) == ids).all()
+    north = regions.label_points[:, 0]
+    assert north[0] >= north[-1]  # numbered from the north
+    again = R.auto_regions(lat, lon, 8, frame="planar", method=method)[0]
+    assert (again == ids).all()  # deterministic
+
+
+def test_auto_regions_leave_far_outliers_out():
+    plan, lat, lon, _ = campus_points(n=200)
+    lat, lon = np.append(lat, [250_000.0, 30_000.0]), np.append(lon, [500.0, 200_000.0])
+    ids, regions = R.auto_regions(lat, lon, 4, frame="planar")
+    assert ids[-2:].tolist() == [0, 0] and (ids[:-2] > 0).all()
+    assert regions.bounds[1][0] < 1100  # no region stretches towards them
+
+
+def test_auto_regions_in_wgs84():
+    rng = np.random.default_rng(1)
+    lat, lon = 51.5 + rng.uniform(0, 0.01, 120), -0.12 + rng.uniform(0, 0.016, 120)
+    ids, regions = R.auto_regions(lat, lon, 6, frame="wgs84")
+    assert regions.frame == "wgs84" and (np.bincount(ids)[1:] == 20).all()
+    (south, west), (north, east) = regions.bounds
+    assert 51.49 < south < 51.5 and 51.51 < north < 51.52 and -0.121 < west < -0.12
+
+
+def test_too_many_auto_regions_is_a_clear_error():
+    lat, lon = np.random.default_rng(0).uniform(0, 100, (2, 42))
+    with pytest.raises(RegionsError, match=r"10 regions need at least 50 photos \(5 per region\) but 42 photos "
+                                           r"have usable positions: use at most 8 regions"):
+        R.auto_regions(lat, lon, 10, frame="planar")
+    with pytest.raises(RegionsError, match="2 more left out"):
+        R.auto_regions(np.append(lat, [np.nan, 1e7]), np.append(lon, [0, 0]), 10, frame="planar")
+    with pytest.raises(RegionsError, match="at least 1"):
+        R.auto_regions(lat, lon, 0, frame="planar")
+    with pytest.raises(RegionsError, match="unknown region partitioning 'grid'; choose one of: balanced-kmeans, kd"):
+        R.auto_regions(lat, lon, 2, frame="planar", method="grid")
+    same = np.zeros(40)
+    with pytest.raises(RegionsError, match="at least 4 different positions"):
+        R.auto_regions(same, same, 4, frame="planar")
+
+
+# ----------------------------------------------------------------------------- fit --regions
+
+
+TINY = ["--backbone", "resnet18", "--pretrained", "none", "--image-size", "32", "--batch-size", "16",
+        "--device", "cpu", "--epochs", "1"]
+
+
+def campus_regions_file(tmp_path: Path, n_regions: int = 3, seed: int = 1) -> Path:
+    """The synthetic_dataset campus's true rectangles, as a user would draw them (features unsorted)."""
+    from geomodel.synthetic import make_campus
+
+    plan = make_campus(n_regions=n_regions, seed=seed)
+    doc = Regions.from_boxes("planar", [f"Quad <{i}>" for i in range(1, n_regions + 1)],
+                             plan.region_rectangles()).to_geojson()
+    doc["features"].reverse()
+    path = tmp_path / "drawn.geojson"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_fit_with_regions_copies_them_and_takes_their_names(synthetic_dataset, tmp_path):
+    from geomodel.engine.checkpoint import load_checkpoint
+    from train.cli import main
+
+    csv, images = synthetic_dataset
+    drawn = campus_regions_file(tmp_path)
+    out = tmp_path / "model"
+    assert main(["region", "--csv", str(csv), "--images", str(images), "--out", str(out), "--regions", str(drawn),
+                 *TINY]) == 0
+    copied = read_regions(out / "regions.geojson", frame="planar")
+    assert copied.to_geojson() == read_regions(drawn, frame="planar").to_geojson()
+    assert copied.names == ["Quad <1>", "Quad <2>", "Quad <3>"]
+    assert load_checkpoint(out / "region.pt")["region_names"] == copied.names
+
+
+def test_fit_with_regions_that_do_not_fit_the_labels(synthetic_dataset, tmp_path, capsys):
+    from train.cli import main
+
+    csv, images = synthetic_dataset
+    two = Regions.from_boxes("planar", ["a", "b"], [[0, 0, 500, 1000], [500, 0, 1000, 1000]])
+    path = two.write(tmp_path / "two.geojson")
+    args = ["fit", "--csv", str(csv), "--images", str(images), "--out", str(tmp_path / "m"), *TINY]
+    assert main([*args, "--regions", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{csv}: Region_ID 3 (line " in err and f"is not a region of {path}, which has region ids 1..2" in err
+    names = tmp_path / "names.txt"
+    names.write_text("a\nb\nc\n")
+    assert main([*args, "--regions", str(campus_regions_file(tmp_path)), "--region-names", str(names)]) == 2
+    assert "--regions carries the region names: drop --region-names" in capsys.readouterr().err
+    broken = tmp_path / "broken.geojson"
+    broken.write_text(json.dumps(collection(feature(1, coords=BOWTIE))))
+    assert main([*args, "--regions", str(broken)]) == 2
+    assert f"{broken}: feature #1 (region_id 1, 'A'): invalid polygon: Self-intersection" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()  # refused before anything was written
+
+
+def test_balanced_assignment_is_the_optimum():
+    import itertools
+
+    from geomodel import partition as P
+
+    rng = np.random.default_rng(0)
+    for _ in range(15):
+        pts, centres = rng.uniform(0, 10, (7, 2)), rng.uniform(0, 10, (3, 2))
+        cost = ((pts[:, None] - centres[None]) ** 2).sum(axis=2)
+        best = min(cost[np.arange(7), a].sum() for a in itertools.product(range(3), repeat=7)
+                   if sorted(np.bincount(a, minlength=3)) == [2, 2, 3])
+        fresh = P.balanced_assignment(cost)
+        improved = P._improve(cost, rng.permutation([0, 0, 1, 1, 2, 2, int(rng.integers(3))]), 1000)
+        for owner in (fresh, improved):
+            assert sorted(np.bincount(owner, minlength=3)) == [2, 2, 3]
+            assert np.isclose(cost[np.arange(7), owner].sum(), best)
+
+
+def test_regions_of_the_real_campus_photos(shared_data):
+    """Derived and automatic regions on the 245 campus photos with their real label outliers."""
+    import pandas as pd
+
+    df = pd.read_csv(shared_data / "campus" / "labels.csv")
+    lat, lon, ids = df["latitude"].to_numpy(float), df["longitude"].to_numpy(float), df["Region_ID"].to_numpy()
+    far = {"img_0160.jpg", "img_0095.jpg", "img_0145.jpg", "img_0146.jpg", "img_0158.jpg"}  # 8 to 230 km off
+    derived = R.derive_regions(lat, lon, ids, frame="planar", names=[f"R{i}" for i in range(1, 16)])
+    got = derived.assign(lat, lon)
+    assert set(df["filename"][got == 0]) == far
+    assert (got == ids).mean() > 0.97  # the rest sit in their own region but for a stray few
+    for method in R.AUTO_METHODS:
+        auto, regions = R.auto_regions(lat, lon, 15, frame="planar", method=method)
+        counts = np.bincount(auto)[1:]
+        assert set(df["filename"][auto == 0]) == far and counts.min() >= 15 and counts.max() <= 17
+        # (photos at one position stay together, so the 240 photos need not split 16 each)
+    with pytest.raises(RegionsError, match="at most 48 regions"):
+        R.auto_regions(lat, lon, 49, frame="planar")
+
+
+def test_photos_at_one_position_neither_hide_the_others_nor_break_the_regions():
+    rng = np.random.default_rng(0)
+    lat = np.concatenate([np.full(20, 50.0), rng.uniform(0, 100, 30)])  # a GPS stuck on one spot for 20 photos
+    lon = np.concatenate([np.full(20, 50.0), rng.uniform(0, 100, 30)])
+    for method in R.AUTO_METHODS:
+        ids, _ = R.auto_regions(lat, lon, 2, frame="planar", method=method)
+        assert (ids > 0).all()  # the 30 others are not outliers
+        with pytest.raises(RegionsError, match="20 photos share one position.*: use fewer regions|region .* gets "
+                                               "only .* photos .*: use fewer regions"):
+            R.auto_regions(lat, lon, 8, frame="planar", method=method)
+

@@ -37,6 +37,20 @@ def test_fit_writes_a_complete_model_dir(trained: Path) -> None:
     assert config["model"]["backbone"] == "resnet18" and config["train"]["epochs"] == 2
 
 
+def test_fit_derives_region_polygons_from_the_photos(trained: Path) -> None:
+    import numpy as np
+
+    from geomodel.synthetic import make_campus
+
+    predictor = Predictor.from_dir(trained, device="cpu")
+    regions = predictor.regions
+    assert regions is not None and regions.names == predictor.region_names
+    plan = make_campus(n_regions=3, seed=1)  # the synthetic_dataset's campus: 60 photos
+    pts = np.random.default_rng(0).uniform(0, plan.size, (5000, 2))
+    agree = (regions.assign(pts[:, 0], pts[:, 1]) == plan.regions_of(pts[:, 0], pts[:, 1]) + 1).mean()
+    assert agree > 0.85
+
+
 def test_checkpoints_describe_themselves_and_load_safely(trained: Path) -> None:
     raw = torch.load(trained / "coords.pt", map_location="cpu", weights_only=True)
     for key in ("format_version", "model_config", "state_dict", "coord_stats", "region_names", "frame", "metrics",

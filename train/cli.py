@@ -25,6 +25,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, default=224, help="square input size in pixels")
     g.add_argument("--num-regions", type=int, help="number of regions (default: largest Region_ID)")
     g.add_argument("--region-names", type=Path, help="text file with one region name per line, region 1 first")
+    g.add_argument("--regions", type=Path, help="regions GeoJSON (polygons with properties region_id 1..N and "
+                   "name): copied into the model, names taken from it (default: polygons derived from the "
+                   "training photos' positions)")
     g.add_argument("--exclude", default="", help="comma-separated filenames or 0-based row indices to drop, "
                    "or @FILE with one per line")
     g.add_argument("--outlier-pct", type=float, nargs=2, default=(1.0, 99.0), metavar=("LOW", "HIGH"),
@@ -174,6 +177,21 @@ def _configs(args: argparse.Namespace):
     return data, region, coords
 
 
+def _given_regions(args: argparse.Namespace, data_cfg):
+    """`--regions FILE`: read and checked against the CSVs; its names and count become the data config's."""
+    if args.regions is None:
+        return None
+    from geomodel.regions import regions_for_labels
+
+    if args.region_names is not None:
+        raise ValueError("--regions carries the region names: drop --region-names")
+    regions = regions_for_labels(args.regions, frame=args.frame, csvs=[c for c in (args.csv, args.val_csv) if c])
+    if args.num_regions not in (None, len(regions)):
+        raise ValueError(f"--num-regions {args.num_regions} but {args.regions} has {len(regions)} regions")
+    data_cfg.num_regions, data_cfg.region_names = len(regions), regions.names
+    return regions
+
+
 def run_training(args: argparse.Namespace) -> int:
     from geomodel.engine import distributed as dist
     from geomodel.engine.loop import install_sigterm_as_interrupt
@@ -181,6 +199,7 @@ def run_training(args: argparse.Namespace) -> int:
 
     try:
         data_cfg, (region_m, region_t), (coords_m, coords_t) = _configs(args)
+        given = _given_regions(args, data_cfg)
     except ValueError as exc:  # settings that contradict each other: say which, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -192,6 +211,11 @@ def run_training(args: argparse.Namespace) -> int:
     if dist.is_main():
         (args.out / "args.json").write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
                                                         for k, v in vars(args).items()}, indent=2, default=str))
+    if dist.is_main() and args.command in ("region", "fit"):  # stage 1 defines the model's regions
+        from geomodel.regions import write_model_regions
+
+        log(write_model_regions(args.out, args.csv, frame=args.frame, names=prep.region_names,
+                                exclude=data_cfg.exclude, given=given))
     install_sigterm_as_interrupt()
     summary = {}
     if args.command in ("region", "fit"):
