@@ -275,7 +275,8 @@ def _name_problem(name: Any) -> str | None:
 def _geometry_problem(geom: Any, frame: str) -> str | None:
     """What is wrong with one region's geometry, or None."""
     if not isinstance(geom, (Polygon, MultiPolygon)):
-        return f"a {getattr(geom, 'geom_type', type(geom).__name__)} geometry; a region must be a Polygon or MultiPolygon"
+        kind = getattr(geom, "geom_type", type(geom).__name__)
+        return f"a {kind} geometry; a region must be a Polygon or MultiPolygon"
     if geom.is_empty:
         return "the polygon is empty"
     xy = shapely.get_coordinates(geom)
