@@ -55,6 +55,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--single-photos", type=int, default=12, help="photos predicted one per call")
     p.add_argument("--extraction-photos", type=int, default=96, help="allocator measurement (0: skip)")
     p.add_argument("--fit-args", default="", help="extra flags for `python -m train fit`")
+    p.add_argument("--render-only", action="store_true", help="render the photos the sizes need, then stop")
     p.add_argument("--measure", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # internal: child processes
     return p
 
@@ -258,6 +259,8 @@ def main(args: argparse.Namespace) -> dict:
     sizes = sorted(int(s) for s in args.sizes.split(",") if s.strip())
     test_csv = test_set(work, args)
     images = work / "photos"
+    if args.render_only:
+        return {"rendered": [str(collection(work, n, args)) for n in sizes], "test": str(test_csv)}
     entries = []
     for n in sizes:
         csv = collection(work, n, args)

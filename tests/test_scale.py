@@ -108,6 +108,23 @@ def test_weight_choice_prefers_the_head_unless_matching_helps() -> None:
     assert choose_weight(table)["weight"] == 1  # ties with 0.5, at a lower log loss
 
 
+def test_resuming_a_finished_region_stage_keeps_its_gallery(synthetic_dataset, tmp_path, capsys) -> None:
+    csv, images = synthetic_dataset
+    out = tmp_path / "m"
+    argv = ["region", "--csv", str(csv), "--images", str(images), "--out", str(out), "--epochs", "1",
+            "--backbone", "efficientnet_lite0", "--pretrained", "none", "--freeze-backbone", "--feature-layers",
+            "14,head", "--match-layers", "14,head", "--image-size", "32", "--match-weight", "0.5", "--device", "cpu"]
+    assert main(argv) == 0
+    gallery = out / "region_gallery.npy"
+    before = (gallery.stat().st_mtime_ns, (out / "region.pt").read_bytes())
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0  # e.g. after a kill in stage 2: nothing of stage 1 is redone
+    assert "local matching: kept from the interrupted run (weight 0.5)" in capsys.readouterr().out
+    assert (gallery.stat().st_mtime_ns, (out / "region.pt").read_bytes()) == before
+    metrics = json.loads((out / "region_metrics.json").read_text())
+    assert metrics["match_weight"] == 0.5 and metrics["gallery_size"] == 56
+
+
 def test_fit_with_weight_zero_stores_no_gallery(synthetic_dataset, tmp_path) -> None:
     csv, images = synthetic_dataset
     out = tmp_path / "m"

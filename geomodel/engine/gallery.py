@@ -112,7 +112,7 @@ def _progress_file(partial: Path) -> Path:
     return partial.with_name(partial.name + ".progress.pt")
 
 
-def _fingerprint(model: RegionClassifier, paths: Sequence[Path], regions: torch.Tensor,
+def gallery_key(model: RegionClassifier, paths: Sequence[Path], regions: torch.Tensor,
                  transforms: Sequence[Callable], fit_photos: int) -> str:
     """What the gallery depends on: the trunk, the matching settings, the photos and their regions."""
     cfg = model.cfg
@@ -164,7 +164,7 @@ def build_gallery(model: RegionClassifier, paths: Sequence[Path], regions: torch
     model.eval()
     paths = [Path(p) for p in paths]
     n, fit_photos = len(paths), fit_photos or len(paths)
-    key = _fingerprint(model, paths, regions, transforms, fit_photos)
+    key = gallery_key(model, paths, regions, transforms, fit_photos)
     progress_path = _progress_file(partial)
     state = None
     if dist.is_main() and resume and progress_path.is_file() and partial.is_file():
@@ -254,6 +254,11 @@ def open_gallery(model: RegionClassifier, ckpt: dict, model_dir: Path) -> None:
     meta = ckpt.get("gallery")
     if not meta or model.matcher is None:
         return
+    codes = _checked_codes(meta, Path(model_dir))
+    model.matcher.attach_codes(codes, model.matcher.global_desc, model.matcher.regions)
+
+
+def _checked_codes(meta: dict, model_dir: Path) -> np.ndarray:
     path = Path(model_dir) / meta["file"]
     if not path.is_file():
         raise CheckpointError(f"{model_dir / 'region.pt'} uses the matching gallery {path.name}, which is missing "
@@ -265,4 +270,15 @@ def open_gallery(model: RegionClassifier, ckpt: dict, model_dir: Path) -> None:
     codes = np.load(path, mmap_mode="r", allow_pickle=False)
     if list(codes.shape) != list(meta["shape"]) or codes.dtype != np.uint8:
         raise CheckpointError(f"{path}: holds {codes.dtype} {codes.shape}, expected uint8 {tuple(meta['shape'])}")
-    model.matcher.attach_codes(codes, model.matcher.global_desc, model.matcher.regions)
+    return codes
+
+
+def gallery_intact(ckpt: dict, model_dir: Path) -> bool:
+    """Whether the gallery a region checkpoint refers to (if any) is there and belongs to it."""
+    if not ckpt.get("gallery"):
+        return True
+    try:
+        _checked_codes(ckpt["gallery"], model_dir)
+    except CheckpointError:
+        return False
+    return True

@@ -27,7 +27,8 @@ from geomodel.engine import distributed as dist
 from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
 from geomodel.engine.features import FeatureCache, extract_features
 from geomodel.engine.fusion import choose_weight, fusion_table
-from geomodel.engine.gallery import GALLERY_FILE, build_gallery, gallery_transforms
+from geomodel.engine.gallery import (GALLERY_FILE, BuiltGallery, build_gallery, gallery_intact, gallery_key,
+                                     gallery_transforms)
 from geomodel.engine.loop import (Stage, cosine_with_warm_restarts, fit, resolve_device, seed_everything,
                                   to_device)
 from geomodel.errors import CheckpointError, DataError
@@ -313,42 +314,63 @@ def _add_gallery(prep: Prepared, cfg: TrainConfig, out_dir: Path, device: torch.
     n = len(prep.train)
     regions = torch.tensor(np.concatenate([prep.train["region"].to_numpy(np.int64),
                                            prep.val["region"].to_numpy(np.int64)]))
-    built = build_gallery(model, _paths(prep.train, prep.train_images) + _paths(prep.val, prep.val_images),
-                          regions, views, partial=out_dir / (GALLERY_FILE + ".partial"), device=device,
+    paths = _paths(prep.train, prep.train_images) + _paths(prep.val, prep.val_images)
+    key = gallery_key(model, paths, regions, views, n)
+    done = ckpt.get("metrics", {})
+    if (resume and done.get("gallery_key") == key and gallery_intact(ckpt, out_dir)
+            and [r["weight"] for r in done.get("fusion", [])] == cfg.match_weights):
+        # this head's gallery and weight were finished before the run stopped (e.g. in stage 2)
+        log(f"[region] local matching: kept from the interrupted run (weight {done['match_weight']:g})")
+        final = {**final, **_matching_summary(done)}
+        _write_json(out_dir / "region_metrics.json", final)
+        return final
+    built = build_gallery(model, paths, regions, views, partial=out_dir / (GALLERY_FILE + ".partial"), device=device,
                           batch_size=cfg.batch_size, fit_photos=n, resume=resume, log=log)
     if built is None:  # torchrun: rank 0 scores, chooses and writes
         return final
-    matcher = model.matcher
-    matcher.attach_codes(built.codes[:n], built.global_desc[:n], regions[:n])  # the training photos only
+    model.matcher.attach_codes(built.codes[:n], built.global_desc[:n], regions[:n])  # the training photos only
     head, matching = _validation_probabilities(model, prep, views[0], device, cfg.batch_size)
     truth = torch.tensor(prep.val["region"].to_numpy(np.int64))
     table = fusion_table(head, matching, truth, cfg.match_weights)
-    chosen = choose_weight(table)
+    weight = choose_weight(table)["weight"]
     head_accuracy = float((head.argmax(1) == truth).float().mean())
-    weight = chosen["weight"]
+    fused = next(r for r in table if r["weight"] == weight)["accuracy"] if weight > 0 else head_accuracy
+    best = {**ckpt.get("metrics", {}), "accuracy": fused, "head_accuracy": head_accuracy, "match_weight": weight,
+            "fusion": table, "gallery_size": len(regions) if weight > 0 else 0, "gallery_key": key}
+    state = _keep_or_drop(model, built, weight, out_dir, describe, best)
+    tried = ", ".join(f"{r['weight']:g}: {r['accuracy']:.3f}" for r in table)
+    log(f"[region] local matching: validation accuracy {head_accuracy:.3f} (head) -> {fused:.3f} "
+        f"(head + matching against the {n} training photos; by weight {tried}); {state}")
+    final = {**final, **_matching_summary(best)}
+    _write_json(out_dir / "region_metrics.json", final)
+    return final
+
+
+def _keep_or_drop(model: RegionClassifier, built: BuiltGallery, weight: float, out_dir: Path, describe: dict,
+                  metrics: dict) -> str:
+    """Save region.pt with the chosen weight: with its gallery (weight > 0) or without any; says which."""
     model.cfg.match_weight = weight
     describe = {**describe, "model_config": {**describe["model_config"], "match_weight": weight}}
     extra = {}
     if weight > 0:
         extra["gallery"] = built.publish(out_dir / GALLERY_FILE)
-        matcher.attach_codes(built.codes, built.global_desc, regions)
-        state = f"weight {weight:g}; gallery: {len(regions)} photos, {extra['gallery']['bytes'] / len(regions) / 1024:.1f} KB each"
+        model.matcher.attach_codes(built.codes, built.global_desc, built.regions)
+        n = len(built.regions)
+        state = f"weight {weight:g}; gallery: {n} photos, {extra['gallery']['bytes'] / n / 1024:.1f} KB each"
     else:
         built.discard()
         (out_dir / GALLERY_FILE).unlink(missing_ok=True)  # an earlier run's: a model without matching has none
-        matcher.clear_gallery()
+        model.matcher.clear_gallery()
         state = "off: it did not beat the head alone on validation; no gallery stored"
-    fused = next(r for r in table if r["weight"] == weight)["accuracy"] if weight > 0 else head_accuracy
-    best = {**ckpt.get("metrics", {}), "accuracy": fused, "head_accuracy": head_accuracy, "match_weight": weight,
-            "fusion": table, "gallery_size": len(regions) if weight > 0 else 0}
-    final = {**final, "val_accuracy": fused, "val_head_accuracy": head_accuracy, "match_weight": weight,
-             "gallery_size": best["gallery_size"], "fusion": table}
-    tried = ", ".join(f"{r['weight']:g}: {r['accuracy']:.3f}" for r in table)
-    log(f"[region] local matching: validation accuracy {head_accuracy:.3f} (head) -> {fused:.3f} "
-        f"(head + matching against the {n} training photos; by weight {tried}); {state}")
-    atomic_save({**make_checkpoint(model, **describe, metrics=best), **extra}, out_dir / "region.pt")
-    _write_json(out_dir / "region_metrics.json", final)
-    return final
+    atomic_save({**make_checkpoint(model, **describe, metrics=metrics), **extra}, out_dir / "region.pt")
+    return state
+
+
+def _matching_summary(metrics: dict) -> dict:
+    """The stage's final metrics about matching, from the region checkpoint's metrics."""
+    return {"val_accuracy": metrics["accuracy"], "val_head_accuracy": metrics["head_accuracy"],
+            "match_weight": metrics["match_weight"], "gallery_size": metrics["gallery_size"],
+            "fusion": metrics["fusion"]}
 
 
 @torch.no_grad()
