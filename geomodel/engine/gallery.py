@@ -17,6 +17,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm.auto import tqdm
 
 from geomodel.data.images import load_image
@@ -141,9 +142,55 @@ def _fit(model: RegionClassifier, paths: Sequence[Path], transform: Callable, de
     matcher.fit_global(torch.cat(feats))
 
 
-def _encode(model: RegionClassifier, feats: torch.Tensor, maps: list[torch.Tensor]) -> tuple[np.ndarray, torch.Tensor]:
-    matcher = model.matcher
-    return matcher.quantise(matcher.encode(maps)).numpy(), matcher.describe(feats).to(torch.float16)
+class _Partial:
+    """A gallery being built: codes written row by row into `path` (a .npy), progress saved beside it."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path, self.key, self.progress = path, key, _progress_file(path)
+        self.offset = 0
+
+    def resumable(self, log: Callable[[str], None]) -> dict | None:
+        """The saved progress of an earlier build of the same gallery, or None."""
+        if not (self.progress.is_file() and self.path.is_file()):
+            return None
+        try:
+            state = torch.load(self.progress, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged progress file: start the gallery again
+            return None
+        if state.get("fingerprint") != self.key:
+            log("[region] gallery: the saved partial gallery was built from other photos or settings; rebuilding")
+            return None
+        self.offset = np.load(self.path, mmap_mode="r").offset
+        return state
+
+    def create(self, shape: tuple[int, ...]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.offset = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=shape).offset
+
+    def write(self, first: int, codes: np.ndarray) -> None:
+        """Rows `first`.. of the codes, with plain file writes (no mapping that would count as our memory)."""
+        with open(self.path, "r+b") as fh:
+            fh.seek(self.offset + first * int(np.prod(codes.shape[1:])))
+            fh.write(np.ascontiguousarray(codes).tobytes())
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def save(self, done: int, global_desc: torch.Tensor, matcher: torch.nn.Module) -> None:
+        atomic_save({"fingerprint": self.key, "done": done, "global_desc": global_desc[:done].clone(),
+                     "matcher": _fitted(matcher)}, self.progress)
+
+
+def _fitted(matcher: torch.nn.Module) -> dict:
+    return {k: v.cpu() for k, v in matcher.state_dict().items() if k.startswith(_FIT_BUFFERS)}
+
+
+def _code_shape(model: RegionClassifier, transforms: Sequence[Callable],
+                device: torch.device) -> tuple[tuple[int, ...], list[int]]:
+    """(V, P_total, M) of one photo's codes and the positions P_i per matched layer, from one blank image."""
+    x = transforms[0](Image.new("RGB", (16, 16)))[None].to(device)
+    maps = model.forward_features_and_maps(x)[1]
+    positions = [m.shape[2] * m.shape[3] for m in maps]
+    return (2 * len(transforms), sum(positions), model.cfg.match_code_bytes), positions
 
 
 @torch.no_grad()
@@ -164,89 +211,49 @@ def build_gallery(model: RegionClassifier, paths: Sequence[Path], regions: torch
     model.eval()
     paths = [Path(p) for p in paths]
     n, fit_photos = len(paths), fit_photos or len(paths)
-    key = gallery_key(model, paths, regions, transforms, fit_photos)
-    progress_path = _progress_file(partial)
-    state = None
-    if dist.is_main() and resume and progress_path.is_file() and partial.is_file():
-        try:
-            state = torch.load(progress_path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged progress file: start the gallery again
-            state = None
-        if state is not None and state.get("fingerprint") != key:
-            log("[region] gallery: the saved partial gallery was built from other photos or settings; rebuilding")
-            state = None
+    store = _Partial(partial, gallery_key(model, paths, regions, transforms, fit_photos))
+    state = store.resumable(log) if dist.is_main() and resume else None
     if dist.is_main() and state is None:
         picks = np.unique(np.linspace(0, fit_photos - 1, min(sample, fit_photos)).round().astype(int))
         _fit(model, [paths[i] for i in picks], transforms[0], device, batch_size)
-    state = dist.broadcast_object(state)
-    fitted = {k: v.cpu() for k, v in matcher.state_dict().items() if k.startswith(_FIT_BUFFERS)}
-    matcher.load_state_dict({**matcher.state_dict(), **dist.broadcast_object(fitted if state is None
-                                                                             else state["matcher"])})
-    probe_feats, probe_maps = next(view_maps(model, paths[:1], transforms, device, 1, mirror=True, bar=_Silent()))
-    codes1, desc1 = _encode(model, probe_feats, probe_maps)
-    positions = [m.shape[3] * m.shape[4] for m in probe_maps]
+    state = dist.broadcast_object(state)  # every rank encodes with rank 0's whitening and codebooks
+    matcher.load_state_dict({**matcher.state_dict(),
+                             **dist.broadcast_object(_fitted(matcher) if state is None else state["matcher"])})
+    shape, positions = _code_shape(model, transforms, device)
     done = state["done"] if state is not None else 0
-    global_desc = torch.zeros(n, desc1.shape[1], dtype=torch.float16)
+    global_desc = torch.zeros(n, matcher.global_proj.shape[1], dtype=torch.float16)
     if state is not None:
         global_desc[:done] = state["global_desc"]
         log(f"[region] gallery: resuming after {done} of {n} photos")
-    offset = None
-    if dist.is_main():
-        if state is None:
-            partial.parent.mkdir(parents=True, exist_ok=True)
-            offset = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(n, *codes1.shape[1:])).offset
-        else:
-            offset = np.load(partial, mmap_mode="r").offset
-
-    def save_progress() -> None:
-        atomic_save({"fingerprint": key, "done": done, "global_desc": global_desc[:done].clone(),
-                     "matcher": {k: v.cpu() for k, v in matcher.state_dict().items() if k.startswith(_FIT_BUFFERS)}},
-                    progress_path)
-
-    if dist.is_main() and state is None:
-        save_progress()  # a kill from here on keeps the fitted whitening and codebooks
-    rank, world = dist.rank(), dist.world_size()
-    row_bytes = int(np.prod(codes1.shape[1:]))
+    elif dist.is_main():
+        store.create((n, *shape))
+        store.save(0, global_desc, matcher)  # a kill from here on keeps the fitted whitening and codebooks
     bar = tqdm(total=n, initial=done, desc="gallery", unit="photo", leave=False,
                disable=None if dist.is_main() else True)
-    for start in range(done, n, chunk * world):
-        rows = dist.my_share(range(start, min(n, start + chunk * world)))
-        lo = rows.start
-        mine = paths[rows.start:rows.stop]
+    for start in range(done, n, chunk * dist.world_size()):
+        rows = dist.my_share(range(start, min(n, start + chunk * dist.world_size())))
         codes, descs = [], []
-        for feats, maps in view_maps(model, mine, transforms, device, batch_size, bar=bar):
-            c, g = _encode(model, feats, maps)
-            codes.append(c)
-            descs.append(g)
-        piece = (lo, np.concatenate(codes) if codes else None, torch.cat(descs) if descs else None)
-        for r, (first, c, g) in enumerate(dist.all_gather_object(piece) if world > 1 else [piece]):
+        for feats, maps in view_maps(model, paths[rows.start:rows.stop], transforms, device, batch_size, bar=bar):
+            codes.append(matcher.quantise(matcher.encode(maps)).numpy())
+            descs.append(matcher.describe(feats).to(torch.float16))
+        piece = (rows.start, np.concatenate(codes) if codes else None, torch.cat(descs) if descs else None)
+        for r, (first, c, g) in enumerate(dist.all_gather_object(piece)):
             if c is None:
                 continue
             global_desc[first:first + len(c)] = g
-            if r != rank:
+            if r != dist.rank():
                 bar.update(len(c))
             if dist.is_main():
-                with open(partial, "r+b") as fh:
-                    fh.seek(offset + first * row_bytes)
-                    fh.write(np.ascontiguousarray(c).tobytes())
-                    fh.flush()
-                    os.fsync(fh.fileno())
-        done = min(n, start + chunk * world)
+                store.write(first, c)
+        done = min(n, start + chunk * dist.world_size())
         if dist.is_main():
-            save_progress()
+            store.save(done, global_desc, matcher)
     bar.close()
     model.train(was_training)
     if not dist.is_main():
         return None
     return BuiltGallery(partial, np.load(partial, mmap_mode="r", allow_pickle=False), global_desc,
                         torch.as_tensor(regions, dtype=torch.long), positions)
-
-
-class _Silent:
-    """A stand-in progress bar that counts nothing (for the one-photo probe)."""
-
-    def update(self, _: int) -> None:
-        pass
 
 
 def open_gallery(model: RegionClassifier, ckpt: dict, model_dir: Path) -> None:
