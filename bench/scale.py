@@ -312,7 +312,8 @@ def main(args: argparse.Namespace) -> dict:
                       for alloc in ("default", "keep")}
         extraction["photos"] = n
     return {"benchmark": "scale", "recipe": "cpu-small", "regions": args.regions, "image_size": args.image_size,
-            "test_photos": args.test_photos, "sizes": entries, "growth": growth, "extraction": extraction,
+            "fit_args": args.fit_args, "test_photos": args.test_photos, "sizes": entries, "growth": growth,
+            "extraction": extraction,
             "machine": {**machine(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
             "wall_s": round(time.perf_counter() - began, 1)}
 
