@@ -166,7 +166,18 @@ def test_unreadable_files_name_the_file(tmp_path, content, message):
     path.write_bytes(content)
     with pytest.raises(RegionsError, match=message) as info:
         read_regions(path)
-    assert str(info.value).startswith(str(path))
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("case", ["no features", "a point", "empty polygon", "self-intersecting", "overlap",
+                                  "duplicate region_id", "ids not 1..N", "missing region_id"])
+def test_bad_regions_files_are_one_line_naming_the_file(tmp_path, case):
+    doc, message = BAD[case]
+    path = tmp_path / "drawn.geojson"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(RegionsError, match=message) as info:
+        read_regions(path, frame="planar")
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
 
 
 def test_missing_and_huge_files(tmp_path, monkeypatch):
@@ -175,8 +186,15 @@ def test_missing_and_huge_files(tmp_path, monkeypatch):
     path = three().write(tmp_path / "big.geojson")
     monkeypatch.setattr(R, "MAX_FILE_BYTES", path.stat().st_size - 1)
     monkeypatch.setattr(R.json, "loads", lambda *a, **k: pytest.fail("a file over the cap must not be parsed"))
-    with pytest.raises(RegionsError, match=r"big.geojson: .* MB is too large for a regions file"):
+    with pytest.raises(RegionsError, match=r"big.geojson: .* MB is too large for a regions file") as info:
         read_regions(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+    monkeypatch.undo()
+    huge = tmp_path / "huge.geojson"
+    with huge.open("wb") as f:  # the real cap: 20 MB, whatever the content
+        f.truncate(R.MAX_FILE_BYTES + 1)
+    with pytest.raises(RegionsError, match=r"huge.geojson: 20.0 MB is too large .*at most 20 MB"):
+        read_regions(huge)
 
 
 def test_constructor_validates_too():
@@ -289,7 +307,7 @@ def test_broken_regions_file_fails_at_load_naming_it(predictor_dir, tmp_path, co
     (model / "regions.geojson").write_text(content)
     with pytest.raises(RegionsError, match=message) as info:
         Predictor.from_dir(model, device="cpu")
-    assert str(model / "regions.geojson") in str(info.value)
+    assert str(info.value).startswith(str(model / "regions.geojson")) and "\n" not in str(info.value)
 
 
 def test_regions_that_do_not_fit_the_model_are_refused(predictor_dir, tmp_path):
