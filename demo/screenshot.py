@@ -1,11 +1,16 @@
-"""`python -m demo.screenshot`: the README's picture of the app, taken in headless Chromium.
+"""`python -m demo.screenshot`: the README's pictures of the app, taken in headless Chromium.
 
-Launches the app on a free port, locates every bundled example photo, and saves a PNG of the
-Predict tab (and, with `--validation`, one of the Validation explorer).
+Launches the app on a free port (the bundled demo, or the model given with `--app-args`),
+locates every example photo, and saves a PNG of the Predict tab with the regions shaded for one
+photo; with `--validation`, also one of the Validation explorer with a region's popup open (its
+accuracy, median error and confusion row). PNGs are saved with a 256-colour palette: a fraction
+of the bytes, which keeps the repository light.
 """
 from __future__ import annotations
 
 import argparse
+import io
+import shlex
 import socket
 import sys
 from pathlib import Path
@@ -18,50 +23,88 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m demo.screenshot", description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshot.png", help="the Predict tab's picture")
     p.add_argument("--validation", type=Path, help="also save the Validation explorer here")
+    p.add_argument("--no-predict", action="store_true", help="only the explorer (e.g. a model without examples)")
+    p.add_argument("--app-args", default="", help="flags for app.py, e.g. '--model DIR --val-csv CSV --val-images DIR'")
+    p.add_argument("--select", type=int, default=2, help="which located photo (0-based) shades the Predict map")
+    p.add_argument("--region", type=int, default=1, help="region (1-based) whose popup the explorer shows")
     p.add_argument("--chromium", default="/usr/bin/chromium", help="browser executable")
     p.add_argument("--width", type=int, default=1400)
+    p.add_argument("--height", type=int, default=1000)
     return p
+
+
+def save_png(png: bytes, path: Path) -> None:
+    """Save a screenshot with a 256-colour palette (no dithering: flat UI colours stay flat)."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.open(io.BytesIO(png)).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT,
+                                                              dither=Image.Dither.NONE)
+    img.save(path, optimize=True)
+    print(f"saved {path} ({path.stat().st_size / 1024:.0f} KB)")
+
+
+def predict_tab(page, examples: list[str], select: int) -> bytes:
+    from playwright.sync_api import expect
+
+    page.locator("#photos input[type=file]").set_input_files(examples)
+    expect(page.locator("#photos a[href*='/gradio_api/file=']")).to_have_count(len(examples), timeout=60_000)
+    page.locator("#locate").click()
+    expect(page.locator("#results")).to_contain_text(Path(examples[-1]).name, timeout=120_000)
+    frame = page.frame_locator("#prediction-map iframe")
+    markers = frame.locator("path.gm-pred")
+    expect(markers).to_have_count(len(examples), timeout=30_000)
+    select = min(select, len(examples) - 1)
+    page.locator(f'#results [data-testid="cell-{select}-0"]').click()  # shade the regions for this photo
+    expect(frame.locator("body")).to_have_attribute("data-gm-selected", str(select), timeout=10_000)
+    markers.nth(select).dispatch_event("click")  # and show its popup
+    page.evaluate("window.scrollTo(0, 0)")  # Chromium leaves iframes out of view blank in full-page pictures
+    page.wait_for_timeout(500)
+    return page.screenshot(full_page=True)
+
+
+def explorer_tab(page, region: int) -> bytes:
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Validation explorer").click()
+    frame = page.frame_locator("#validation-map iframe")
+    expect(frame.locator("path.gm-pred").first).to_be_attached(timeout=600_000)  # predicted in the background
+    labels = frame.locator(".gm-region-label")
+    if labels.count() >= region:  # open a region's popup, clicking where its name is written
+        box = labels.nth(region - 1).bounding_box()
+        frame.locator("path.gm-region").nth(region - 1).dispatch_event(
+            "click", {"clientX": box["x"] + box["width"] / 2, "clientY": box["y"] + box["height"] / 2})
+        expect(frame.locator(".leaflet-popup-content").last).to_be_visible()
+    page.wait_for_timeout(800)
+    return page.screenshot(full_page=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     sys.path.insert(0, str(ROOT))
     import app
-    from demo.settings import BUNDLED_EXAMPLES, list_images
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    blocks, config = app.build(["--port", str(port)])
+    blocks, config = app.build(["--port", str(port), *shlex.split(args.app_args)])
     url = app.launch(blocks, config, prevent_thread_lock=True, quiet=True)
-    examples = [str(p) for p in list_images(BUNDLED_EXAMPLES)]
+    examples = [str(p) for p in config.examples or []]
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": args.width, "height": 1000})
+            page = browser.new_page(viewport={"width": args.width, "height": args.height})
             page.goto(url, wait_until="domcontentloaded")
-            page.locator("#photos input[type=file]").set_input_files(examples)
-            expect(page.locator("#photos a[href*='/gradio_api/file=']")).to_have_count(len(examples), timeout=60_000)
-            page.locator("#locate").click()
-            expect(page.locator("#results")).to_contain_text(Path(examples[-1]).name, timeout=120_000)
-            frame = page.frame_locator("#prediction-map iframe")
-            expect(frame.locator("path.gm-pred")).to_have_count(len(examples), timeout=30_000)
-            markers = frame.locator("path.gm-pred")
-            markers.nth(min(4, len(examples) - 1)).dispatch_event("click")  # a low dot: its popup fits
-            page.wait_for_timeout(500)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(args.out), full_page=True)
-            print(f"saved {args.out}")
+            page.locator("#photos").wait_for(timeout=60_000)
+            if not args.no_predict:
+                if not examples:
+                    raise SystemExit("no example photos to locate: give --app-args '--examples DIR' or --no-predict")
+                save_png(predict_tab(page, examples, args.select), args.out)
             if args.validation:
-                page.get_by_role("tab", name="Validation explorer").click()
-                expect(page.frame_locator("#validation-map iframe").locator("path.gm-pred").first
-                       ).to_be_visible(timeout=30_000)
-                page.wait_for_timeout(500)
-                page.screenshot(path=str(args.validation), full_page=True)
-                print(f"saved {args.validation}")
+                save_png(explorer_tab(page, args.region), args.validation)
             browser.close()
     finally:
         blocks.close()

@@ -169,6 +169,38 @@ def test_region_fills_carry_accuracy_median_error_and_the_confusion_row():
     assert "No validation photos here." in confusion_popup(0, ["A", "B"], [0, 0], None, None, "m")
 
 
+def test_validation_job_runs_in_the_background_and_reports_progress_or_its_problem():
+    import threading
+
+    from demo.validation_job import ValidationJob
+    from geomodel.errors import GeomodelError
+
+    go = threading.Event()
+
+    def compute(progress):
+        progress(64, 100)
+        go.wait(10)
+        return "the set"
+
+    job = ValidationJob(compute, total=100)
+    for _ in range(100):  # the thread reports before it waits
+        if job.done_photos == 64:
+            break
+        time.sleep(0.01)
+    assert not job.ready and job.status().startswith("Predicting the validation set: 64 of 100 photos done.")
+    go.set()
+    assert job.wait(10) and job.result == "the set" and job.problem is None
+
+    def broken(progress):
+        raise GeomodelError("val.csv: line 3: the file is empty (0 bytes)")
+
+    failed = ValidationJob(broken, total=3)
+    assert failed.wait(10) and failed.result is None
+    assert failed.problem == "val.csv: line 3: the file is empty (0 bytes)"
+    crashed = ValidationJob(lambda progress: 1 / 0, total=3)
+    assert crashed.wait(10) and "ZeroDivisionError" in crashed.problem
+
+
 def test_map_index_of_table_rows_skips_failed_photos():
     rows = [_row("a.jpg"), _row("bad.jpg", error="x"), _row("c.jpg")]
     assert [R.map_index(rows, i) for i in range(4)] == [0, -1, 1, -1]
@@ -197,6 +229,25 @@ def test_settings_default_to_the_bundle_and_read_the_environment(tmp_path):
         parse_size("ten")
     with pytest.raises(ValueError, match="max_files"):
         config_from_args(["--max-files", "0"], env={})
+
+
+@pytest.mark.parametrize("problem", ["broken", "huge"])
+def test_a_broken_or_huge_regions_file_stops_the_app_with_one_line(tmp_path, problem):
+    """Not a blank map: `python app.py` refuses the model directory, naming the file, exit code 2."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(BUNDLED_MODEL, model)
+    if problem == "broken":
+        (model / "regions.geojson").write_text('{"type": "FeatureCollection", "features": [{"type": "Feat')
+    else:  # past read_regions' size limit: refused before it is parsed
+        with open(model / "regions.geojson", "wb") as fh:
+            fh.truncate(64 * 2**20)
+    out = subprocess.run([sys.executable, str(ROOT / "app.py"), "--model", str(model), "--port", str(_free_port())],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "regions.geojson" in lines[0], out.stderr
 
 
 def test_app_and_demo_import_without_launching():

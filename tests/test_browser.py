@@ -83,6 +83,41 @@ def test_upload_predict_and_see_markers_on_the_map(page, tmp_path):
     assert page.dialogs == []
 
 
+FILLS = "paths => paths.map(p => p.getAttribute('fill'))"
+
+
+def test_regions_are_shaded_by_the_selected_photos_probabilities(page):
+    """Dot click (inside the map) and table-row click (the page tells the map) both reshade the regions."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="Locate all examples").click()
+    expect(page.locator("#results")).to_contain_text("campus_photo_6.jpg", timeout=120_000)
+    frame = page.frame_locator("#prediction-map iframe")
+    regions = frame.locator("path.gm-region")
+    expect(regions).to_have_count(6, timeout=30_000)  # the bundle's six campus regions
+    expect(frame.locator(".gm-region-label")).to_have_count(6)
+    expect(frame.locator("body")).to_have_attribute("data-gm-selected", "0")  # the first photo to begin with
+    first = regions.evaluate_all(FILLS)
+    assert len(set(first)) > 1  # shaded by probability, not one flat colour
+    frame.locator("path.gm-pred").nth(3).dispatch_event("click")
+    expect(frame.locator("body")).to_have_attribute("data-gm-selected", "3")
+    after_dot = regions.evaluate_all(FILLS)
+    assert after_dot != first
+    expect(frame.locator("#gm-follow-name")).to_have_text("campus_photo_4.jpg")
+    page.locator('#results [data-testid="cell-5-0"]').click()
+    expect(frame.locator("body")).to_have_attribute("data-gm-selected", "5", timeout=10_000)
+    after_row = regions.evaluate_all(FILLS)
+    assert after_row not in (first, after_dot)
+    expect(frame.locator("#gm-follow-name")).to_have_text("campus_photo_6.jpg")
+    # The most probable region of the selected photo is the darkest: its row's predicted region.
+    predicted = page.locator('#results [data-testid="cell-5-1"]').inner_text().strip()
+    names = frame.locator(".gm-region-label").all_inner_texts()
+    darkest = min(range(6), key=lambda i: sum(int(after_row[i][k:k + 2], 16) for k in (1, 3, 5)))
+    assert names[darkest] == predicted
+    page.screenshot(path=str(ARTIFACTS / "predict_shading.png"), full_page=True)
+    assert page.dialogs == []
+
+
 def test_validation_explorer_shows_every_photo_and_filters(page):
     from playwright.sync_api import expect
 
@@ -94,6 +129,21 @@ def test_validation_explorer_shows_every_photo_and_filters(page):
     plan = frame.locator(".leaflet-image-layer")
     expect(plan).to_be_visible()
     assert plan.bounding_box()["width"] > 300
+    # Regions are shaded by accuracy; clicking one shows its confusion row and median error.
+    regions = frame.locator("path.gm-region")
+    expect(regions).to_have_count(6)
+    assert len(set(regions.evaluate_all(FILLS))) > 1
+    label = frame.locator(".gm-region-label").nth(0)  # a point inside region 1, where its name is written
+    box = label.bounding_box()
+    frame.locator("path.gm-region").nth(0).dispatch_event("click", {"clientX": box["x"], "clientY": box["y"]})
+    popup = frame.locator(".leaflet-popup-content").last
+    expect(popup).to_contain_text("1 · ")
+    text = popup.inner_text()
+    assert "photos · accuracy" in text and "median error" in text
+    assert "Mistaken for:" in text or "All recognised." in text
+    frame.get_by_text("Regions: Median error").click()
+    expect(frame.locator("#gm-fill-1")).to_be_visible()
+    expect(frame.locator("#gm-fill-0")).to_be_hidden()
     page.locator("#region-filter input").click()
     page.get_by_role("option", name="2 · ").click()
     expect(page.locator("#validation-map")).to_be_visible()
