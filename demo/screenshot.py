@@ -27,8 +27,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", type=Path, help="also save the Validation explorer here")
     p.add_argument("--no-predict", action="store_true", help="only the explorer (e.g. a model without examples)")
     p.add_argument("--app-args", default="", help="flags for app.py, e.g. '--model DIR --val-csv CSV --val-images DIR'")
-    p.add_argument("--select", type=int, default=2, help="which located photo (0-based) shades the Predict map")
-    p.add_argument("--region", type=int, default=1, help="region (1-based) whose popup the explorer shows")
+    p.add_argument("--select", type=int, default=4, help="which located photo (0-based) shades the Predict map")
+    p.add_argument("--region", type=int, default=0,
+                   help="region (1-based) whose popup the explorer shows (default: the first with mistakes)")
     p.add_argument("--chromium", default="/usr/bin/chromium", help="browser executable")
     p.add_argument("--width", type=int, default=1400)
     p.add_argument("--height", type=int, default=1000)
@@ -61,6 +62,7 @@ def predict_tab(page, examples: list[str], select: int) -> bytes:
     expect(frame.locator("body")).to_have_attribute("data-gm-selected", str(select), timeout=10_000)
     markers.nth(select).dispatch_event("click")  # and show its popup
     page.evaluate("window.scrollTo(0, 0)")  # Chromium leaves iframes out of view blank in full-page pictures
+    page.wait_for_function("[...document.querySelectorAll('img')].every(i => i.complete)", timeout=30_000)
     page.wait_for_timeout(500)
     return page.screenshot(full_page=True)
 
@@ -71,14 +73,26 @@ def explorer_tab(page, region: int) -> bytes:
     page.get_by_role("tab", name="Validation explorer").click()
     frame = page.frame_locator("#validation-map iframe")
     expect(frame.locator("path.gm-pred").first).to_be_attached(timeout=600_000)  # predicted in the background
-    labels = frame.locator(".gm-region-label")
-    if labels.count() >= region:  # open a region's popup, clicking where its name is written
-        box = labels.nth(region - 1).bounding_box()
-        frame.locator("path.gm-region").nth(region - 1).dispatch_event(
-            "click", {"clientX": box["x"] + box["width"] / 2, "clientY": box["y"] + box["height"] / 2})
-        expect(frame.locator(".leaflet-popup-content").last).to_be_visible()
+    n = frame.locator(".gm-region-label").count()
+    for r in ([region] if region else range(1, n + 1)):
+        if r <= n and "Mistaken for:" in open_region_popup(page, frame, r):
+            break
     page.wait_for_timeout(800)
     return page.screenshot(full_page=True)
+
+
+def open_region_popup(page, frame, region: int) -> str:
+    """Click region `region` (1-based) where its name is written; its popup's text."""
+    from playwright.sync_api import expect
+
+    label = frame.locator(".gm-region-label").nth(region - 1).bounding_box()  # page coordinates
+    iframe = page.locator("#validation-map iframe").bounding_box()
+    at = {"clientX": label["x"] + label["width"] / 2 - iframe["x"],
+          "clientY": label["y"] + label["height"] / 2 - iframe["y"]}
+    frame.locator("path.gm-region").nth(region - 1).dispatch_event("click", at)  # the popup opens where clicked
+    popup = frame.locator(".leaflet-popup-content").last
+    expect(popup).to_contain_text(f"{region} · ")
+    return popup.inner_text()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

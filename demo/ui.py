@@ -86,8 +86,7 @@ def load_context(config: AppConfig) -> AppContext:
 
 def _regions_geojson(predictor: Predictor) -> dict | None:
     """The model's regions as GeoJSON (checked when the model directory was read), or None."""
-    regions = getattr(predictor, "regions", None)  # Predictor.regions: None for model directories without them
-    return regions.to_geojson() if regions is not None else None
+    return predictor.regions.to_geojson() if predictor.regions is not None else None  # None: no regions.geojson
 
 
 # ------------------------------------------------------------------------------------ handlers

@@ -378,7 +378,7 @@ def client(running_app):
 
 
 @pytest.mark.slow
-def test_api_predict_returns_table_and_map(client, tmp_path):
+def test_api_predict_returns_table_and_map(client, predictor, tmp_path):
     from gradio_client import handle_file
 
     bad = _bad_files(tmp_path)
@@ -393,8 +393,21 @@ def test_api_predict_returns_table_and_map(client, tmp_path):
     assert "truncated" in problems[2]
     assert map_html.startswith('<iframe sandbox="allow-scripts"')
     doc = html.unescape(re.search(r'srcdoc="([^"]*)"', map_html).group(1))
-    points = json.loads(re.search(r"var gm_data_\w+ = (\{.*?\});\n", doc).group(1))["pts"]
+    data = json.loads(re.search(r"var gm_data_\w+ = (\{.*?\});\n", doc).group(1))
+    points = data["pts"]
     assert [p[0] for p in points] == [EXAMPLE.name] and "data:image/png;base64," in doc  # one point on the plan
+    # The model directory's polygons, and the photo's fill: each region coloured by its probability.
+    bundled = json.loads((BUNDLED_MODEL / "regions.geojson").read_text())["features"]
+    regions = data["regions"]
+    assert regions["names"] == [f["properties"]["name"] for f in bundled]
+    for drawn, feature in zip(regions["geojson"]["features"], bundled, strict=True):
+        assert np.allclose(drawn["geometry"]["coordinates"], feature["geometry"]["coordinates"], rtol=1e-6)
+    from demo.colours import probability_scale
+
+    probs = predictor.predict([EXAMPLE], top_k=len(bundled))[0]["top_k"]
+    by_id = [next(t["prob"] for t in probs if t["region_id"] == i + 1) for i in range(len(bundled))]
+    assert points[0][9]["fill"]["colours"] == probability_scale().colours(by_id)
+    assert points[0][9]["fill"]["texts"] == [probability_scale().text(v) for v in by_id]
 
 
 @pytest.mark.slow
