@@ -16,6 +16,8 @@ from demo.colours import count_scale, region_colours
 from demo.map_regions import RegionFill, region_list
 from demo.maps import MapPoint, render_map
 
+MAX_UNCLUSTERED = 3000  # more photos than this are clustered on the map
+
 
 def collection_map(labels: pd.DataFrame, regions: Any, *, frame: str, title: str | None = None,
                    images_url: str | None = "images/") -> str:
@@ -43,7 +45,9 @@ def collection_map(labels: pd.DataFrame, regions: Any, *, frame: str, title: str
                                thumbnail=_photo_url(images_url, str(row.filename))))
     fill = RegionFill("Photos", [float(c) for c in counts], count_scale(float(max(counts.max(), 1)),
                                                                          "Photos per region"))
-    return render_map(points, frame=frame, regions=regions, region_fills=[fill], title=title, role="photos")
+    # Clusters would hide the dots' region colours; a few thousand dots still draw quickly.
+    return render_map(points, frame=frame, regions=regions, region_fills=[fill], title=title, role="photos",
+                      cluster=len(points) > MAX_UNCLUSTERED)
 
 
 

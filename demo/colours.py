@@ -104,9 +104,10 @@ def count_scale(top: float, caption: str = "Photos") -> ColourScale:
 
 
 def region_colours(n: int) -> list[str]:
-    """``n`` distinct ``#rrggbb`` colours, one per region: ColorBrewer's Set1, then Dark2 (17 in all),
-    repeating beyond that."""
+    """``n`` distinct ``#rrggbb`` colours, one per region: ColorBrewer's Set1 (without its yellow,
+    too faint over a map), then Dark2, 16 in all, repeating beyond that."""
     palette = [_hex(c) for c in (*linear.Set1_09.colors, *linear.Dark2_08.colors)]
+    palette = [c for c in palette if c != "#ffff33"]
     return [palette[i % len(palette)] for i in range(n)]
 
 

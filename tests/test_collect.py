@@ -208,6 +208,7 @@ def test_expand_inputs_walks_folders_and_lists_what_it_cannot_use(tmp_path):
     _photo(tmp_path / "in" / "sub" / "a.png")
     _photo(tmp_path / "in" / ".hidden" / "x.jpg")
     (tmp_path / "in" / "notes.txt").write_text("x")
+    (tmp_path / "in" / "labels.csv").write_text("filename,latitude,longitude\nb.jpg,1,2\n")  # only read when named
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "empty").mkdir()
     files, problems = expand_inputs([tmp_path / "in", tmp_path / "in" / "b.jpg", tmp_path / "notes.txt",
@@ -215,7 +216,7 @@ def test_expand_inputs_walks_folders_and_lists_what_it_cannot_use(tmp_path):
     assert [f.relative_to(tmp_path).as_posix() for f in files] == ["in/b.jpg", "in/sub/a.png"]
     assert [(Path(p.source).name, p.reason.split(" (")[0]) for p in problems] == [
         ("notes.txt", "not a photo, video or CSV"), ("gone.jpg", "not found"),
-        ("empty", "folder holds no photos, videos or CSVs")]
+        ("empty", "folder holds no photos or videos")]
 
 
 def test_staging_refuses_an_existing_out_and_replaces_it_only_at_the_end(tmp_path):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from train import check
+from train import check, collect
 from train.presets import PRESETS, apply_preset
 
 STAGES = ("region", "coords", "fit")
@@ -134,6 +134,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv-out", type=Path, help="write predictions to this CSV")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--device", default="auto")
+    collect.add_parser(sub)
     return parser
 
 
@@ -393,6 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_learning_curve(args)
         if args.command == "check":
             return check.run_check(args)
+        if args.command == "collect":
+            return collect.run_collect(args)
         return run_predict(args)
     except GeomodelError as exc:
         print(f"error: {exc}", file=sys.stderr)

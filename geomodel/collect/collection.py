@@ -104,17 +104,18 @@ class _Pending:
 def expand_inputs(paths: Sequence[str | Path]) -> tuple[list[Path], list[LeftOut]]:
     """Files in the order given, folders walked (sorted, recursively, hidden entries skipped).
 
-    Photos, videos and CSVs are kept; a file named on the command line that is none of them, or
-    does not exist, is left out with the reason; other files found in folders are skipped.
+    Photos, videos and CSVs named on the command line are kept, and the photos and videos found
+    in folders (a CSV is only read when named: a folder's labels file would add its photos twice).
+    A named file that is none of them, or does not exist, is left out with the reason.
     """
     files, problems, seen = [], [], set()
-    known = PHOTO_SUFFIXES | VIDEO_SUFFIXES | CSV_SUFFIXES
+    known, in_folders = PHOTO_SUFFIXES | VIDEO_SUFFIXES | CSV_SUFFIXES, PHOTO_SUFFIXES | VIDEO_SUFFIXES
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in known
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in in_folders
                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
             if not found:
-                problems.append(LeftOut(str(p), "folder holds no photos, videos or CSVs"))
+                problems.append(LeftOut(str(p), "folder holds no photos or videos"))
         elif p.is_file():
             if p.suffix.lower() not in known:
                 problems.append(LeftOut(str(p), f"not a photo, video or CSV (suffix {p.suffix or 'none'!r})"))
@@ -146,7 +147,7 @@ class Collector:
         self.left_out: list[LeftOut] = []
         self.videos: list[dict] = []  # per video: frames decoded, kept, left out
         self._names: set[str] = set()
-        self._needed_track: list[tuple[str, float, float, str]] = []  # (source, first, last utc, clock note)
+        self._needed_track: list[tuple[float, float, str]] = []  # (first, last utc, how its clock was read)
         self._on_track = 0
 
     # ---------------------------------------------------------------------------------- photos
@@ -163,10 +164,8 @@ class Collector:
             except (GeomodelError, OSError) as exc:
                 self._leave(path, _reason(exc, path))
                 continue
-            utc, note = None, ""
-            if meta.taken is not None:
-                offset = self.cfg.time_offset if self.cfg.time_offset is not None else (meta.utc_offset or timedelta(0))
-                utc = to_epoch(meta.taken - offset)
+            offset = self.cfg.time_offset if self.cfg.time_offset is not None else (meta.utc_offset or timedelta(0))
+            utc = to_epoch(meta.taken - offset) if meta.taken is not None else None
             if meta.has_gps:
                 self._add(path, meta.latitude, meta.longitude, _time_text(meta, self.cfg.time_offset), meta.angle,
                           "exif", "photo", copy_from=path)
@@ -185,7 +184,7 @@ class Collector:
         where = self.tracks.locate(np.array([p.utc for p in pending]))
         for p, lat, lon, ok in zip(pending, where.lat, where.lon, where.covered):
             clock = _clock_text(p.offset)
-            self._needed_track.append((str(p.path), p.utc, p.utc, clock))
+            self._needed_track.append((p.utc, p.utc, clock))
             if not ok:
                 self._leave(p.path, f"{p.why_no_gps}, and no GPS track covers its time: taken "
                             f"{p.camera_time:%Y-%m-%d %H:%M:%S} by the camera's clock ({clock}); tracks: "
@@ -214,7 +213,7 @@ class Collector:
             self._leave(path, "its frames need a GPS track (--gpx) recorded during the walk")
             return
         end = start + (info.duration or 0.0)
-        self._needed_track.append((str(path), start, end, "UTC, from the video's creation time"
+        self._needed_track.append((start, end, "UTC, from the video's creation time"
                                    if path.name not in self.cfg.video_start and "" not in self.cfg.video_start
                                    else "UTC, from --video-start"))
         report = SampleReport()
@@ -289,9 +288,9 @@ class Collector:
         """One line when nothing that needed a GPS track fell within the tracks' times."""
         if not self._needed_track or self._on_track or not self.tracks:
             return None
-        first = min(t[1] for t in self._needed_track)
-        last = max(t[2] for t in self._needed_track)
-        clocks = sorted({t[3] for t in self._needed_track})
+        first = min(t[0] for t in self._needed_track)
+        last = max(t[1] for t in self._needed_track)
+        clocks = sorted({t[2] for t in self._needed_track})
         return (f"no photo or video time overlaps the GPS tracks: photos/videos {utc_text(first)} to {utc_text(last)} "
                 f"UTC ({'; '.join(clocks)}), tracks {self.tracks.describe_span()}. EXIF times have no time zone "
                 "and GPX times are UTC: if the camera was set to local time, give --time-offset with its UTC "

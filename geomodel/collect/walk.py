@@ -187,6 +187,13 @@ class Sample:
     regions: Path  # the campus's regions as regions.geojson
     walk_starts: list[float]  # each region's walk start, seconds since the epoch (UTC)
 
+    @classmethod
+    def at(cls, out_dir: str | Path, walk_starts: list[float]) -> "Sample":
+        """The layout `make_sample` writes under ``out_dir``."""
+        out = Path(out_dir)
+        return cls(out / "photos", out / "videos", out / "walk.gpx", out / "test", out / "regions.geojson",
+                   list(walk_starts))
+
 
 def make_sample(out_dir: str | Path, plan: CampusPlan, *, minutes: float = 1.0, photos_per_region: int = 8,
                 untagged_per_region: int = 2, test_per_region: int = 10, size: int = 80, fps: float = 4.0,
@@ -200,8 +207,7 @@ def make_sample(out_dir: str | Path, plan: CampusPlan, *, minutes: float = 1.0, 
     clock in ``camera_zone``, which it writes as OffsetTimeOriginal), and ``test_per_region``
     geotagged photos from elsewhere in the region (``test/``). One GPX file records the session.
     """
-    out = Path(out_dir)
-    dirs = Sample(out / "photos", out / "videos", out / "walk.gpx", out / "test", out / "regions.geojson", [])
+    dirs = Sample.at(out_dir, [])
     for d in (dirs.photos, dirs.videos, dirs.test):
         d.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
