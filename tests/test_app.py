@@ -169,6 +169,24 @@ def test_region_fills_carry_accuracy_median_error_and_the_confusion_row():
     assert "No validation photos here." in confusion_popup(0, ["A", "B"], [0, 0], None, None, "m")
 
 
+def test_region_names_stay_text_in_the_model_tab_the_summary_and_the_filter():
+    from dataclasses import replace
+
+    from demo.ui import model_markdown
+    from demo.validation import metrics_markdown
+    from geomodel.predictor import Predictor
+
+    info = Predictor.from_dir(BUNDLED_MODEL, device="cpu").info()
+    names = [XSS, "**bold** [link](javascript:alert(2))", *info.region_names[2:]]
+    text = model_markdown(replace(info, region_names=names), config_from_args([], env={}))
+    assert "<img" not in text and "1 &lt;img src=x onerror=alert\\(1\\)&gt;\\.jpg" in text
+    assert "\\*\\*bold\\*\\* \\[link\\]\\(javascript:alert\\(2\\)\\)" in text
+    m = {"n": 2, "n_failed": 0, "region_accuracy": 0.5, "coord_mse": 1.0, "median_error": 1.0, "mean_error": 1.0}
+    assert "**&lt;img src=x onerror=alert\\(1\\)&gt;\\.jpg: 2 validation photos**" in metrics_markdown(m, "m", XSS)
+    choice = region_choices(names)[1]  # the dropdown's choices are plain text; Gradio shows them as text
+    assert XSS in choice and region_of_choice(choice, names) == 1
+
+
 def test_validation_job_runs_in_the_background_and_reports_progress_or_its_problem():
     import threading
 
