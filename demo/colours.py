@@ -45,15 +45,27 @@ class ColourScale:
         lo, hi = self.colormap.vmin, self.colormap.vmax
         stops = ",".join(self.colormap.rgb_hex_str(lo + (hi - lo) * i / (_LEGEND_STOPS - 1))
                          for i in range(_LEGEND_STOPS))
-        ticks = "".join(
-            f'<span style="left:{100 * (t - lo) / (hi - lo) if hi > lo else 0:.1f}%">{html.escape(self.fmt(t))}</span>'
-            for t in self.ticks)
+        ticks = "".join(f'<span style="left:{x:.1f}%">{html.escape(self.fmt(t))}</span>'
+                        for t, x in _spaced_ticks(self.ticks, lo, hi))
         extra = (f'<div class="gm-nodata"><span style="background:{NO_DATA}"></span>no data</div>'
                  if no_data else "")
         ident = f' id="{html.escape(elem_id, quote=True)}"' if elem_id else ""
         return (f'<div class="gm-scale"{ident}><div class="gm-sub">{html.escape(self.caption)}</div>'
                 f'<div class="gm-bar" style="background:linear-gradient(to right,{stops})"></div>'
                 f'<div class="gm-ticks">{ticks}</div>{extra}</div>')
+
+
+def _spaced_ticks(ticks: Sequence[float], lo: float, hi: float, gap: float = 25.0) -> list[tuple[float, float]]:
+    """(value, % along the bar) of the ticks to write: both ends, and the inner ones at least `gap` %
+    from every other written one (a median near one end would print over that end's label)."""
+    placed = [(t, 100 * (t - lo) / (hi - lo) if hi > lo else 0.0) for t in ticks]
+    if len(placed) <= 2:
+        return placed
+    shown = [placed[0]]
+    for t, x in placed[1:-1]:
+        if x - shown[-1][1] >= gap and placed[-1][1] - x >= gap:
+            shown.append((t, x))
+    return shown + [placed[-1]]
 
 
 def _percent(v: float) -> str:

@@ -180,17 +180,19 @@ def build_map(
     m = FRAMES[frame]()
     _make_offline(m, cluster)
 
-    bounds = _data_bounds(points, plan, frame, region_bounds(region_items) if region_items else None)
+    area = region_bounds(region_items) if region_items else None
+    bounds = _data_bounds(points, plan, frame, area)  # everything drawn
+    view = _data_bounds(points, plan, frame, area, near_area=True)  # what the map opens on
     if frame == "planar" and bounds is not None:
-        (s, w), (n, e) = bounds
-        # Simple CRS: 1 unit = 1 px at zoom 0; allow zooming out until the extent is ~100 px.
-        m.options["min_zoom"] = math.floor(math.log2(100.0 / max(n - s, e - w)))
-        m.options["max_zoom"] = m.options["min_zoom"] + 9  # the extent at ~50,000 px
+        # Simple CRS: 1 unit = 1 px at zoom 0; allow zooming out until everything is ~100 px,
+        # and in until the view's extent is ~50,000 px.
+        m.options["min_zoom"] = math.floor(math.log2(100.0 / _span(bounds)))
+        m.options["max_zoom"] = max(math.floor(math.log2(100.0 / _span(view))), m.options["min_zoom"]) + 9
     elif frame == "wgs84":
         m.options["max_zoom"] = 19  # OpenStreetMap's deepest tiles
-    if bounds is not None:
-        m.location = [(bounds[0][0] + bounds[1][0]) / 2, (bounds[0][1] + bounds[1][1]) / 2]
-        m.add_child(_FitBounds(bounds), name="gm_fit_bounds")
+    if view is not None:
+        m.location = [(view[0][0] + view[1][0]) / 2, (view[0][1] + view[1][1]) / 2]
+        m.add_child(_FitBounds(view), name="gm_fit_bounds")
 
     if plan is not None:
         folium.map.CustomPane("plan", z_index=250).add_to(m)  # below overlayPane (400)
@@ -497,15 +499,24 @@ def _initial_selection(points: Sequence[MapPoint], selected: int | None) -> int:
 
 
 def _data_bounds(points: Sequence[MapPoint], plan: PlanOverlay | None, frame: str,
-                 extra: tuple[list[float], list[float]] | None = None) -> Bounds | None:
-    lats = [p.lat for p in points] + [p.true_lat for p in points if p.has_truth]
-    lons = [p.lon for p in points] + [p.true_lon for p in points if p.has_truth]
+                 extra: tuple[list[float], list[float]] | None = None, *, near_area: bool = False) -> Bounds | None:
+    """The points, the plan and `extra` (the regions' vertices), padded. With `near_area`, when a plan
+    or regions say where the area is, points farther from it than a quarter of its size are left out:
+    a label 30 km off campus is still drawn, but the map does not open zoomed out to show it."""
+    area_lats, area_lons = [], []
     if plan is not None:
-        lats += [plan.bounds[0][0], plan.bounds[1][0]]
-        lons += [plan.bounds[0][1], plan.bounds[1][1]]
+        area_lats += [plan.bounds[0][0], plan.bounds[1][0]]
+        area_lons += [plan.bounds[0][1], plan.bounds[1][1]]
     if extra is not None:
-        lats += [min(extra[0]), max(extra[0])]
-        lons += [min(extra[1]), max(extra[1])]
+        area_lats += [min(extra[0]), max(extra[0])]
+        area_lons += [min(extra[1]), max(extra[1])]
+    coords = [(p.lat, p.lon) for p in points] + [(p.true_lat, p.true_lon) for p in points if p.has_truth]
+    if near_area and area_lats:
+        s, n, w, e = min(area_lats), max(area_lats), min(area_lons), max(area_lons)
+        reach = 0.25 * max(n - s, e - w)
+        coords = [(y, x) for y, x in coords if s - reach <= y <= n + reach and w - reach <= x <= e + reach]
+    lats = [y for y, _ in coords] + area_lats
+    lons = [x for _, x in coords] + area_lons
     if not lats:
         return None
     s, n, w, e = min(lats), max(lats), min(lons), max(lons)
@@ -515,6 +526,11 @@ def _data_bounds(points: Sequence[MapPoint], plan: PlanOverlay | None, frame: st
     else:  # a single location: Leaflet would zoom in without limit
         pad = 0.01 if frame == "wgs84" else max(1e-3 * max(abs(s), abs(w)), 1.0)
     return (s - pad, w - pad), (n + pad, e + pad)
+
+
+def _span(bounds: Bounds) -> float:
+    (s, w), (n, e) = bounds
+    return max(n - s, e - w)
 
 
 def _plan_data_uri(image: Image.Image | bytes | str | os.PathLike) -> str:

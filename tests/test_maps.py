@@ -321,6 +321,39 @@ def test_regions_alone_fit_the_map():
     assert '"Regions"' in doc  # outlines only: one overlay
 
 
+def test_legend_ticks_do_not_print_over_each_other():
+    from demo.colours import error_scale, probability_scale
+
+    def ticks(scale):
+        return re.findall(r'left:([\d.]+)%">([^<]*)<', scale.legend_html())
+
+    # the campus's errors: 5th percentile 140.5, median 750.7 (24 % along the bar), 95th 2,636
+    skewed = error_scale([140.5] * 5 + [750.7] * 10 + [2636.0] * 5, "units", quantiles=(0.05, 0.5, 0.95))
+    assert [t for _, t in ticks(skewed)] == ["140.5", "2,636"]
+    even = error_scale([0.0, 50.0, 100.0], "m", quantiles=(0.0, 0.5, 1.0))
+    assert [float(x) for x, _ in ticks(even)] == [0.0, 50.0, 100.0]
+    assert [t for _, t in ticks(probability_scale())] == ["0%", "25%", "50%", "75%", "100%"]
+
+
+def test_a_far_label_outlier_is_drawn_but_the_map_opens_on_the_regions():
+    """Like the campus's img_0146 (30 km off): without regions or a plan it is in view; with them it is not."""
+    pts = [MapPoint("a.jpg", 500.0, 500.0, true_lat=400.0, true_lon=450.0),
+           MapPoint("far.jpg", 600.0, 300.0, true_lat=250_000.0, true_lon=300.0),
+           MapPoint("near.jpg", 1200.0, -200.0)]  # beyond the regions, within a quarter of their size: in view
+
+    def fit(doc):
+        return json.loads(re.search(r"map_\w+\.fitBounds\((\[\[.*?\]\])", doc).group(1))
+
+    (s, w), (n, e) = fit(render_map(pts, frame="planar"))
+    assert n > 250_000
+    doc = render_map(pts, frame="planar", regions=_campus(6))
+    (s, w), (n, e) = fit(doc)
+    assert s < 0 and 1200 < n < 1300 and w < -200 and 1000 < e < 1100
+    assert len(_payload(doc)["pts"]) == 3 and 250_000.0 in _payload(doc)["pts"][1]  # still drawn
+    zoom_out = int(re.search(r'"minZoom": (-?\d+)', doc).group(1))
+    assert 2 ** zoom_out * 250_000 <= 100  # zooming out reaches it
+
+
 def test_many_points_are_clustered_offline():
     from demo.maps import CLUSTER_ABOVE
 
