@@ -12,7 +12,6 @@ Rows are plain JSON-able dicts, so they can live in `gr.State` and be rebuilt in
 """
 from __future__ import annotations
 
-import csv
 import io
 import statistics
 from typing import Any, Sequence
@@ -20,6 +19,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from demo.maps import MapPoint
+from geomodel.export import write_csv
 
 TABLE_HEADERS = ("File", "Region", "Probability", "Top-k regions", "Latitude", "Longitude", "Heading (°)",
                  "GPS latitude", "GPS longitude", "Error", "Problem")
@@ -64,15 +64,20 @@ def results_table(rows: Sequence[dict], error_unit: str = "", *, gps: bool = Tru
 
 
 def to_csv(rows: Sequence[dict]) -> str:
-    """All rows as CSV text (failed photos too, with their `error`); top-k as `name:prob;...`."""
+    """All rows as CSV text (failed photos too, with their `error`); top-k as `name:prob;...`.
+
+    Spreadsheet-safe (`geomodel.export`): a file or region name starting with `=`, `+`, `-`, `@`
+    is written as text, never as a formula.
+    """
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    for r in rows:
-        out = {k: r.get(k) for k in CSV_FIELDS}
-        out["top_k"] = ";".join(f"{t['region_name']}:{t['prob']:.4f}" for t in r.get("top_k") or [])
-        writer.writerow({k: "" if v is None else v for k, v in out.items()})
+    write_csv(buf, CSV_FIELDS, ([_csv_value(r, k) for k in CSV_FIELDS] for r in rows))
     return buf.getvalue()
+
+
+def _csv_value(row: dict, key: str) -> Any:
+    if key == "top_k":
+        return ";".join(f"{t['region_name']}:{t['prob']:.4f}" for t in row.get("top_k") or [])
+    return row.get(key)
 
 
 def to_geojson(rows: Sequence[dict], frame: str) -> dict:

@@ -78,6 +78,24 @@ def test_csv_export_round_trips_every_row():
     assert parsed[1]["error"] == "not an image" and parsed[1]["latitude"] == ""
 
 
+FORMULA_NAMES = ["=1+2.jpg", "=HYPERLINK('evil.example','click').jpg", "@SUM(1+1).jpg", "+1.jpg", "-1.jpg",
+                 "\tx.jpg", "\rx.jpg"]
+
+
+def test_csv_export_writes_formula_like_text_as_text_and_numbers_as_numbers():
+    rows = [_row(name, lat=-1.5, lon=-2.25) for name in FORMULA_NAMES]
+    rows[0]["region_name"] = rows[0]["top_k"][0]["region_name"] = "=cmd|' /C calc'!A0"
+    rows.append(_row("-bad.jpg", error="-the reason"))
+    parsed = list(csv.DictReader(io.StringIO(R.to_csv(rows))))
+    assert [p["file"] for p in parsed] == ["'" + n for n in FORMULA_NAMES] + ["'-bad.jpg"]
+    assert parsed[0]["region_name"] == "'=cmd|' /C calc'!A0" and parsed[0]["top_k"].startswith("'=cmd")
+    assert parsed[-1]["error"] == "'-the reason"
+    for p in parsed[:-1]:  # negative numbers stay numbers: no quote, they parse as floats
+        assert (p["latitude"], p["longitude"]) == ("-1.5", "-2.25")
+        assert float(p["region_prob"]) == pytest.approx(0.8123)
+    assert R.to_csv([_row("a.jpg")]).splitlines()[1].startswith("a.jpg,")  # ordinary names unchanged
+
+
 def test_geojson_export_points_are_lon_lat_and_failed_rows_have_null_geometry():
     rows = [_row("a.jpg", lat=17.4, lon=78.3, gps=(17.41, 78.31), gps_error=1500.0), _row("b.jpg", error="bad")]
     gj = json.loads(json.dumps(R.to_geojson(rows, "wgs84")))  # must be JSON-serialisable

@@ -211,7 +211,8 @@ def test_heic_without_plugin_says_what_to_install(tmp_path):
 # --------------------------------------------------------------------------- Predictor and CLI batches
 
 
-def write_model_dir(out: Path, num_regions: int = 3, coords_regions: int | None = None) -> Path:
+def write_model_dir(out: Path, num_regions: int = 3, coords_regions: int | None = None, *,
+                    names: list[str] | None = None, coord_mean: float = 500.0) -> Path:
     """An untrained but complete model directory (resnet18, 32 px, shared layout): enough for I/O tests."""
     torch.manual_seed(0)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,16 +220,16 @@ def write_model_dir(out: Path, num_regions: int = 3, coords_regions: int | None 
     region = RegionClassifier(rcfg, image_size=32)
     common = dict(data_config=to_dict(DataConfig(image_size=32)), image_size=32, frame="planar",
                   norm=(region.backbone.mean, region.backbone.std))
-    names = [f"Region {i + 1}" for i in range(num_regions)]
+    names = names or [f"Region {i + 1}" for i in range(num_regions)]
     atomic_save(make_checkpoint(region, kind="region", model_config=to_dict(rcfg), region_names=names, **common),
                 out / "region.pt")
     n2 = coords_regions or num_regions
     ccfg = ModelConfig(kind="coords", backbone="resnet18", pretrained=False, num_regions=n2, region_embed_dim=8,
                        hidden_dim=16)
     coords = CoordRegressor(ccfg, feature_dim=512, image_size=32)
-    coords.coord_mean.fill_(500.0)
+    coords.coord_mean.fill_(coord_mean)
     ckpt = make_checkpoint(coords, kind="coords", model_config=to_dict(ccfg),
-                           region_names=[f"Region {i + 1}" for i in range(n2)],
+                           region_names=names if n2 == num_regions else [f"Region {i + 1}" for i in range(n2)],
                            coord_stats={"mean": (500.0, 500.0), "std": (1.0, 1.0), "low": (0, 0), "high": (1e3, 1e3)},
                            **common)
     ckpt["feature_dim"] = 512
@@ -288,6 +289,23 @@ def test_cli_predict_lists_bad_files_and_predicts_the_rest(model_dir, good_files
     rows = list(csv.DictReader(open(out_csv)))
     assert len(rows) == 2 + len(bad)
     assert [bool(r["error"]) for r in rows] == [False] + [True] * len(bad) + [False]
+
+
+def test_cli_predict_csv_writes_formula_like_text_as_text(tmp_path, monkeypatch, capsys):
+    """Same rule as the app's Download CSV (one function): names and reasons are text, numbers stay numbers."""
+    model = write_model_dir(tmp_path / "m", names=["=evil()", "@east", "North"], coord_mean=-500.0)
+    monkeypatch.chdir(tmp_path)
+    names = ["=1+2.jpg", "@SUM(1+1).jpg", "+x.jpg", "-x.jpg"]
+    for name in names:
+        write(tmp_path / name, photo())
+    rc = main(["predict", "--model", str(model), "--device", "cpu", "--csv-out", "out.csv", "--", *names,
+               "-gone.jpg"])
+    assert rc == 0
+    rows = list(csv.DictReader(open(tmp_path / "out.csv")))
+    assert [r["file"] for r in rows] == ["'" + n for n in names] + ["'-gone.jpg"]
+    assert all(r["region_name"] in ("'=evil()", "'@east", "North") for r in rows[:4])
+    assert all(float(r["latitude"]) < 0 and not r["latitude"].startswith("'") for r in rows[:4])
+    assert rows[-1]["error"].startswith("'-gone.jpg: file not found")
 
 
 def test_cli_predict_fails_when_no_image_is_usable(model_dir, bad_files, capsys):

@@ -347,8 +347,7 @@ def run_learning_curve(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    import csv
-
+    from geomodel.export import write_csv
     from geomodel.predictor import Predictor
 
     predictor = Predictor.from_dir(args.model, device=args.device)
@@ -363,13 +362,9 @@ def run_predict(args: argparse.Namespace) -> int:
             heading = f" heading={r['heading']:.0f}°" if r.get("heading") is not None else ""
             print(f"{r['file']}: {r['region_name']} ({top}) lat={r['latitude']:.6f} lon={r['longitude']:.6f}{heading}")
     if args.csv_out:
+        columns = ("file", "region_id", "region_name", "region_prob", "latitude", "longitude", "heading", "error")
         with open(args.csv_out, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["file", "region_id", "region_name", "region_prob", "latitude", "longitude", "heading",
-                        "error"])
-            for r in results:
-                w.writerow([r["file"], r["region_id"], r["region_name"], r["region_prob"], r["latitude"],
-                            r["longitude"], "" if r.get("heading") is None else r["heading"], r["error"] or ""])
+            write_csv(fh, columns, ([r.get(k) for k in columns] for r in results))
     return 1 if failed == len(results) else 0
 
 
