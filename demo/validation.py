@@ -32,7 +32,7 @@ PREDICT_CHUNK = 64  # photos predicted between two progress reports
 
 def read_validation_labels(predictor: Predictor, csv: str | Path) -> pd.DataFrame:
     """The validation CSV, checked (and against the model's regions) before any photo is predicted."""
-    df = read_labels(csv)
+    df = read_labels(csv, frame=predictor.frame)
     check_region_count(csv, df, predictor.num_regions)
     return df
 

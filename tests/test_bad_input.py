@@ -397,6 +397,62 @@ def test_bad_coordinates_name_the_line_and_column(tmp_path, value):
         read_labels(path)
     msg = str(err.value)
     assert str(path) in msg and "line 4" in msg and "'latitude'" in msg and "not a number" in msg
+    assert "np." not in msg and "float64" not in msg  # the cell as written, not numpy's repr
+
+
+@pytest.mark.parametrize("frame, column, value", [("planar", "latitude", "1e308"), ("planar", "longitude", "-1e200"),
+                                                  ("planar", "latitude", "2e15"), ("wgs84", "latitude", "90.5"),
+                                                  ("wgs84", "longitude", "-181")])
+def test_coordinates_that_mean_no_place_name_the_line(tmp_path, frame, column, value):
+    lat, lon = (value, "4") if column == "latitude" else ("3", value)
+    path = csv_file(tmp_path, HEADER + "a.jpg,1,2,1\nb.jpg,3,4,1\n" + f"c.jpg,{lat},{lon},1\n")
+    with pytest.raises(DataError) as err:
+        read_labels(path, frame=frame)
+    msg = str(err.value)
+    assert str(path) in msg and "line 4" in msg and repr(column) in msg and "outside" in msg
+    assert f"{float(value):g}" in msg
+    if frame == "wgs84":
+        read_labels(path, frame="planar")  # the same numbers are fine as planar units
+
+
+def test_cli_evaluate_refuses_a_coordinate_that_overflows_the_metrics(model_dir, eval_set, tmp_path, capsys):
+    _, images = eval_set
+    csv_path = write(tmp_path / "huge.csv", (HEADER + "ok0.jpg,500,500,1\nok1.jpg,1e308,500,2\n").encode())
+    rc = main(["evaluate", "--model", str(model_dir), "--csv", str(csv_path), "--images", str(images),
+               "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert rc == 2 and "coordinate MSE" not in captured.out
+    assert f"{csv_path}: column 'latitude' is outside" in captured.err and "line 3" in captured.err
+
+
+def test_fit_refuses_region_ids_with_gaps_naming_the_line(tmp_path, synthetic_dataset, capsys):
+    """One stray Region_ID 99 among 1..3 would otherwise train a 99-region model without a word."""
+    csv_path, images = synthetic_dataset
+    lines = csv_path.read_text().splitlines()
+    head, rows = lines[0], lines[1:]
+    cols = head.split(",")
+    cells = rows[6].split(",")
+    cells[cols.index("Region_ID")] = "99"
+    rows[6] = ",".join(cells)
+    stray = write(tmp_path / "stray.csv", ("\n".join([head, *rows]) + "\n").encode())
+    rc = main(["fit", "--csv", str(stray), "--images", str(images), "--out", str(tmp_path / "run"),
+               "--backbone", "resnet18", "--pretrained", "none", "--image-size", "32", "--epochs", "1",
+               "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"{stray}: region ids must run 1..N" in err and "regions 4-98 have no training photos" in err
+    assert "line 8" in err and "--num-regions 99" in err
+    assert not (tmp_path / "run" / "region_last.pt").exists()
+
+
+def test_explicit_num_regions_warns_once_per_empty_region(synthetic_dataset):
+    csv_path, images = synthetic_dataset
+    prep = prepare_data(csv_path, images, data_cfg=DataConfig(image_size=32, num_regions=5), check=False)
+    assert prep.num_regions == 5
+    assert [w.split(": ", 1)[1] for w in prep.warnings] == [
+        "region 4 of 5 has no training photos; the model will never predict it",
+        "region 5 of 5 has no training photos; the model will never predict it"]
+    assert prepare_data(csv_path, images, data_cfg=DataConfig(image_size=32), check=False).warnings == []
 
 
 def test_duplicate_filenames_are_listed(tmp_path):

@@ -207,6 +207,8 @@ def run_training(args: argparse.Namespace) -> int:
     log = print if dist.is_main() else (lambda *_: None)
     prep = prepare_data(args.csv, args.images, data_cfg=data_cfg, seed=args.seed, val_csv=args.val_csv,
                         val_images=args.val_images)
+    for warning in prep.warnings if dist.is_main() else []:
+        print(f"warning: {warning}", file=sys.stderr)
     log(f"data: {len(prep.train)} training photos, {len(prep.val)} validation photos, {prep.num_regions} regions")
     args.out.mkdir(parents=True, exist_ok=True)
     if dist.is_main():
@@ -236,7 +238,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from geomodel.predictor import Predictor, evaluate_frame
 
     predictor = Predictor.from_dir(args.model, device=args.device, coord_regions=args.coord_regions)
-    df = read_labels(args.csv)
+    df = read_labels(args.csv, frame=predictor.frame)
     check_region_count(args.csv, df, predictor.num_regions)
     pred = predictor.predict_frame(df, args.images, batch_size=args.batch_size)
     if pred["error"].notna().all():

@@ -25,6 +25,10 @@ _ALIASES = {
     "Region_ID": ("region", "region_id", "regionid", "region id", "label", "class", "zone"),
 }
 _MAX_LISTED = 5
+# Beyond this a coordinate means no place in any unit (1e15 mm is 6.7 times the Earth-Sun distance); such
+# values come from broken exports, and squared errors of values near 1e154 overflow the metrics to inf.
+MAX_ABS_COORD = 1e15
+_WGS84_RANGE = {"latitude": 90.0, "longitude": 180.0}
 
 
 def _line(index: int) -> int:
@@ -38,12 +42,26 @@ def _list_rows(csv: Path, rows: Iterable[int], what: str) -> str:
     return f"{csv}: {what} on line{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
-def read_labels(csv: str | Path, *, num_regions: int | None = None, need_region: bool = True) -> pd.DataFrame:
+def _shown(value: object) -> str:
+    """A cell as the user wrote it, for messages (never numpy's `np.float64(nan)`)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "a blank cell"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):g}"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return repr(str(value))
+
+
+def read_labels(csv: str | Path, *, num_regions: int | None = None, need_region: bool = True,
+                frame: str | None = None) -> pd.DataFrame:
     """Read and validate a labels CSV.
 
     Returns a frame with the CSV's columns plus `region` (0-based) and `row`
     (the 0-based data row, kept through filtering for messages and exclusions).
-    Raises DataError naming the file, line and column for every kind of bad input.
+    Raises DataError naming the file, line and column for every kind of bad input,
+    coordinates that cannot mean a place included: beyond +-90 / +-180 degrees when
+    `frame` is "wgs84", beyond `MAX_ABS_COORD` in any frame.
     """
     csv = Path(csv)
     if not csv.is_file():
@@ -87,8 +105,9 @@ def read_labels(csv: str | Path, *, num_regions: int | None = None, need_region:
         if bad.any():
             example = df.loc[bad, col].iloc[0]
             raise DataError(_list_rows(csv, df.index[bad], f"column {col!r} is blank, NaN or not a number "
-                                       f"(e.g. {example!r})"))
+                                       f"(e.g. {_shown(example)})"))
         df[col] = values.astype(np.float64)
+        _check_coordinate_range(csv, df, col, frame)
 
     if "angle" in df.columns:
         df["angle"] = pd.to_numeric(df["angle"], errors="coerce")
@@ -104,12 +123,23 @@ def read_labels(csv: str | Path, *, num_regions: int | None = None, need_region:
     return df
 
 
+def _check_coordinate_range(csv: Path, df: pd.DataFrame, col: str, frame: str | None) -> None:
+    values = df[col].to_numpy(np.float64)
+    limit, why = MAX_ABS_COORD, "no place in any unit"
+    if frame == "wgs84":
+        limit, why = _WGS84_RANGE[col], "not a WGS84 position in degrees"
+    bad = np.abs(values) > limit
+    if bad.any():
+        raise DataError(_list_rows(csv, df.index[bad], f"column {col!r} is outside -{limit:g}..{limit:g} "
+                                   f"(e.g. {_shown(values[bad][0])}: {why})"))
+
+
 def _check_region_column(csv: Path, df: pd.DataFrame, col: str, num_regions: int | None) -> pd.Series:
     values = pd.to_numeric(df[col], errors="coerce")
     bad = values.isna() | (values != np.round(values))
     if bad.any():
         raise DataError(_list_rows(csv, df.index[bad], f"column {col!r} is not a whole number "
-                                   f"(e.g. {df.loc[bad, col].iloc[0]!r})"))
+                                   f"(e.g. {_shown(df.loc[bad, col].iloc[0])})"))
     values = values.astype(np.int64)
     upper = num_regions if num_regions is not None else int(values.max())
     bad = (values < 1) | (values > upper)
@@ -117,6 +147,41 @@ def _check_region_column(csv: Path, df: pd.DataFrame, col: str, num_regions: int
         raise DataError(_list_rows(csv, df.index[bad], f"column {col!r} is outside 1..{upper} "
                                    f"(e.g. {int(values[bad].iloc[0])}); region ids are 1-based"))
     return values
+
+
+def check_regions_present(csv: str | Path, train: pd.DataFrame, num_regions: int, *,
+                          explicit: bool) -> list[str]:
+    """Every region 1..`num_regions` must have training photos: a model cannot learn an empty class,
+    and one stray id (a 99 among 1..3) would silently make a 99-region model.
+
+    With `explicit` (the user set --num-regions) empty regions are allowed and each gets a
+    warning, returned for the caller to print; otherwise they are a DataError naming the line
+    of the largest id.
+    """
+    counts = np.bincount(train["Region_ID"].to_numpy(np.int64) - 1, minlength=num_regions)[:num_regions]
+    empty = [r + 1 for r in np.flatnonzero(counts == 0)]
+    if not empty:
+        return []
+    if explicit:
+        return [f"{csv}: region {r} of {num_regions} has no training photos; the model will never predict it"
+                for r in empty]
+    top = int(train["Region_ID"].max())
+    line = _line(int(train.loc[train["Region_ID"] == top, "row"].iloc[0]))
+    raise DataError(f"{csv}: region ids must run 1..N with every region in the training data, but "
+                    f"{_ranges(empty)} {'has' if len(empty) == 1 else 'have'} no training photos (the largest "
+                    f"id, {top}, is on line {line}); renumber the regions, or pass --num-regions {num_regions} "
+                    "to train with empty regions")
+
+
+def _ranges(ids: Sequence[int]) -> str:
+    """[2, 3, 4, 7] -> 'regions 2-4, 7'."""
+    spans, start, prev = [], ids[0], ids[0]
+    for cur in [*ids[1:], None]:
+        if cur != prev + 1:
+            spans.append(str(start) if start == prev else f"{start}-{prev}")
+            start = cur
+        prev = cur if cur is not None else prev
+    return ("region " if len(ids) == 1 else "regions ") + ", ".join(spans)
 
 
 def check_region_count(csv: str | Path, df: pd.DataFrame, num_regions: int) -> None:

@@ -7,7 +7,7 @@ Files written to the model directory, per stage NAME ("region", "coords"):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 from geomodel.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from geomodel.data.dataset import GeoDataset, check_images
 from geomodel.data.images import load_image
-from geomodel.data.labels import (CoordStats, apply_exclusions, drop_outliers, neighbour_targets, read_labels,
-                                  region_centroids, region_spreads, stratified_split)
+from geomodel.data.labels import (CoordStats, apply_exclusions, check_regions_present, drop_outliers,
+                                  neighbour_targets, read_labels, region_centroids, region_spreads, stratified_split)
 from geomodel.data.transforms import build_transforms
 from geomodel.engine import distributed as dist
 from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
@@ -50,25 +50,27 @@ class Prepared:
     num_regions: int
     region_names: list[str]
     data_cfg: DataConfig
+    warnings: list[str] = field(default_factory=list)  # for the caller to show (e.g. regions without photos)
 
 
 def prepare_data(csv: str | Path, images: str | Path, *, data_cfg: DataConfig, seed: int = 0,
                  val_csv: str | Path | None = None, val_images: str | Path | None = None,
                  check: bool = True) -> Prepared:
     """Read, validate, split (stratified, when no validation CSV), exclude, fit stats, drop outliers."""
-    df = read_labels(csv, num_regions=data_cfg.num_regions)
+    df = read_labels(csv, num_regions=data_cfg.num_regions, frame=data_cfg.frame)
     n_rows = len(df)
     df = apply_exclusions(df, data_cfg.exclude)
     if df.empty:
         raise DataError(f"{csv}: no rows left: the exclusion list removed all {n_rows} of them")
     if val_csv is not None:
-        val = read_labels(val_csv, num_regions=data_cfg.num_regions)
+        val = read_labels(val_csv, num_regions=data_cfg.num_regions, frame=data_cfg.frame)
         train = df
         val_images = Path(val_images) if val_images is not None else Path(images)
     else:
         train, val = stratified_split(df, data_cfg.val_fraction, seed)
         val_images = Path(images)
     num_regions = data_cfg.num_regions or int(max(train["Region_ID"].max(), val["Region_ID"].max()))
+    warnings = check_regions_present(csv, train, num_regions, explicit=data_cfg.num_regions is not None)
     stats = CoordStats.fit(train, data_cfg.outlier_low_pct, data_cfg.outlier_high_pct)
     train = drop_outliers(train, stats, csv)
     # The same (train-fitted) bounds clean the early-stopping set: one mislabelled photo 30 km
@@ -82,7 +84,7 @@ def prepare_data(csv: str | Path, images: str | Path, *, data_cfg: DataConfig, s
     if check:
         check_images(train, images, csv)
         check_images(val, val_images, val_csv or csv)
-    return Prepared(train, val, Path(images), val_images, stats, num_regions, list(names), data_cfg)
+    return Prepared(train, val, Path(images), val_images, stats, num_regions, list(names), data_cfg, warnings)
 
 
 class _Rows(Dataset):
