@@ -48,6 +48,8 @@ _ENV = {
     "device": ("GEOMODEL_DEVICE", "auto", "auto, cpu or cuda[:N]"),
 }
 
+_OUTSIDE_VAR = "GEOMODEL_ALLOW_OUTSIDE_IMAGES"
+
 
 @dataclass
 class AppConfig:
@@ -67,6 +69,7 @@ class AppConfig:
     threads: int | None = None
     device: str = "auto"
     sources: dict[str, str] = field(default_factory=dict)  # settings given as hf:// URLs: name -> URL (commit)
+    allow_outside_images: bool = False  # validation CSV rows may name files outside val_images
 
     def __post_init__(self) -> None:
         for name in ("max_files", "max_file_size", "concurrency", "queue_size", "port"):
@@ -99,6 +102,10 @@ def get_args_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentPa
     for name, (var, default, text) in _ENV.items():
         value = env.get(var) or (env.get("GRADIO_SERVER_PORT") if name == "port" else None) or default
         p.add_argument("--" + name.replace("_", "-"), default=value, help=f"{text} [env {var}]")
+    p.add_argument("--allow-outside-images", action="store_true",
+                   default=env.get(_OUTSIDE_VAR, "").strip().lower() in ("1", "true", "yes"),
+                   help="let the validation CSV name files outside --val-images (../ paths, absolute paths, links "
+                        f"pointing elsewhere); refused by default [env {_OUTSIDE_VAR}=1]")
     return p
 
 
@@ -131,7 +138,8 @@ def config_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] |
                      max_files=int(a.max_files), max_file_size=parse_size(a.max_file_size),
                      concurrency=int(a.concurrency), queue_size=int(a.queue_size),
                      threads=int(a.threads) if a.threads else None, device=a.device,
-                     sources={name: got.describe() for name, got in fetched.items()})
+                     sources={name: got.describe() for name, got in fetched.items()},
+                     allow_outside_images=a.allow_outside_images)
 
 
 def list_images(folder: Path) -> list[Path]:

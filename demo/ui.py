@@ -66,7 +66,8 @@ def load_context(config: AppConfig) -> AppContext:
     validation, problem = None, None
     if config.val_csv is not None:
         try:
-            labels = read_validation_labels(predictor, config.val_csv)  # a bad CSV is said at once
+            labels = read_validation_labels(predictor, config.val_csv, config.val_images,  # a bad CSV is said at once
+                                            allow_outside=config.allow_outside_images)
         except GeomodelError as exc:
             problem = str(exc)
         else:
@@ -74,7 +75,7 @@ def load_context(config: AppConfig) -> AppContext:
             atexit.register(thumbs.remove)
             validation = ValidationJob(lambda progress: ValidationSet.compute(
                 predictor, labels, config.val_images, plan=plan, map_height=MAP_HEIGHT + 40, regions=regions,
-                thumbnails=thumbs, progress=progress), total=len(labels))
+                thumbnails=thumbs, progress=progress, allow_outside=config.allow_outside_images), total=len(labels))
     else:
         problem = "No validation set configured: start the app with --val-csv CSV --val-images FOLDER."
     empty = to_iframe(render_map([], frame=predictor.frame, plan=plan, error_unit=info.error_unit,

@@ -20,6 +20,7 @@ from demo.results import escape_markdown
 from demo.thumbnails import ThumbnailFolder
 from geomodel.data.images import load_image
 from geomodel.data.labels import check_region_count, read_labels
+from geomodel.data.paths import image_paths
 from geomodel.errors import GeomodelError
 from geomodel.geo import distance
 from geomodel.metrics import coord_metrics, per_region_median_error, region_metrics
@@ -30,10 +31,13 @@ HISTOGRAM_BINS = 20
 PREDICT_CHUNK = 64  # photos predicted between two progress reports
 
 
-def read_validation_labels(predictor: Predictor, csv: str | Path) -> pd.DataFrame:
-    """The validation CSV, checked (and against the model's regions) before any photo is predicted."""
+def read_validation_labels(predictor: Predictor, csv: str | Path, images: str | Path, *,
+                           allow_outside: bool = False) -> pd.DataFrame:
+    """The validation CSV, checked (against the model's regions, and every path inside `images`
+    unless `allow_outside`) before any photo is predicted."""
     df = read_labels(csv, frame=predictor.frame)
     check_region_count(csv, df, predictor.num_regions)
+    image_paths(df, images, csv, allow_outside=allow_outside)
     return df
 
 
@@ -198,18 +202,23 @@ class ValidationSet:
     def compute(cls, predictor: Predictor, csv: str | Path | pd.DataFrame, images: str | Path, *,
                 plan: PlanOverlay | None = None, map_height: int = 560, regions: dict | None = None,
                 thumbnails: ThumbnailFolder | None = None,
-                progress: Callable[[int, int], None] | None = None) -> "ValidationSet":
+                progress: Callable[[int, int], None] | None = None,
+                allow_outside: bool = False) -> "ValidationSet":
         """Predict the whole set (the only model work here) and pre-render every view.
 
         `csv`: the labels CSV, or its frame already read by `read_validation_labels`. With
         `thumbnails`, each photo's thumbnail is written there once and the popups link to it
         (the browser loads it when the popup opens); without, the popups have none.
-        `progress(done, total)` is called after every chunk of photos.
+        `progress(done, total)` is called after every chunk of photos. Rows naming files outside
+        `images` are refused (a DataError) unless `allow_outside`.
         """
-        df = csv if isinstance(csv, pd.DataFrame) else read_validation_labels(predictor, csv)
+        df = (csv if isinstance(csv, pd.DataFrame)
+              else read_validation_labels(predictor, csv, images, allow_outside=allow_outside))
+        csv_name = "labels CSV" if isinstance(csv, pd.DataFrame) else csv
         parts = []
         for start in range(0, len(df), PREDICT_CHUNK):
-            parts.append(predictor.predict_frame(df.iloc[start:start + PREDICT_CHUNK], images, progress=False))
+            parts.append(predictor.predict_frame(df.iloc[start:start + PREDICT_CHUNK], images, progress=False,
+                                                 csv=csv_name, allow_outside=allow_outside))
             if progress is not None:
                 progress(min(start + PREDICT_CHUNK, len(df)), len(df))
         pred = add_errors(pd.concat(parts) if parts else predictor.predict_frame(df, images, progress=False),

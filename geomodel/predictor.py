@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from geomodel.data.images import ImageInput, describe, load_image
+from geomodel.data.paths import image_paths
 from geomodel.data.transforms import build_transforms
 from geomodel.engine.checkpoint import load_checkpoint
 from geomodel.engine.gallery import open_gallery
@@ -219,9 +220,14 @@ class Predictor:
                 "latitude": None, "longitude": None, "heading": None, "error": reason}
 
     def predict_frame(self, df: pd.DataFrame, images_dir: str | Path, batch_size: int | None = None,
-                      progress: bool = True) -> pd.DataFrame:
-        """Predictions for every row of a labels frame, as columns added to a copy of it."""
-        paths = [Path(images_dir) / f for f in df["filename"]]
+                      progress: bool = True, *, csv: str | Path = "labels CSV",
+                      allow_outside: bool = False) -> pd.DataFrame:
+        """Predictions for every row of a labels frame, as columns added to a copy of it.
+
+        Every file must resolve inside `images_dir` (`geomodel.data.paths`) unless `allow_outside`;
+        `csv` names the file in that message.
+        """
+        paths = image_paths(df, images_dir, csv, allow_outside=allow_outside)
         preds = []
         step = max(32, batch_size or 0)  # photos per progress-bar step
         for start in tqdm(range(0, len(paths), step), desc="evaluating", disable=None if progress else True):

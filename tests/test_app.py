@@ -386,6 +386,26 @@ def test_service_reads_gps_only_for_wgs84_models(predictor, wgs84_predictor, tmp
     assert point.has_truth and point.error == row["gps_error"]
 
 
+def test_validation_set_refuses_files_outside_its_folder_unless_allowed(predictor, tmp_path):
+    from demo.validation import ValidationSet
+    from geomodel.errors import DataError
+
+    images = tmp_path / "val"
+    images.mkdir()
+    (images / "a.jpg").write_bytes(EXAMPLE.read_bytes())
+    (images / "b.jpg").symlink_to(EXAMPLE)  # a link out of the folder (to the repository's examples)
+    csv_path = tmp_path / "val.csv"
+    csv_path.write_text(f"filename,latitude,longitude,Region_ID\na.jpg,500,500,1\nb.jpg,400,400,2\n"
+                        f"../../../../../../..{EXAMPLE},300,300,1\n")
+    with pytest.raises(DataError, match=r"outside the image folder .* on lines 3, 4;"):
+        ValidationSet.compute(predictor, csv_path, images)
+    vs = ValidationSet.compute(predictor, csv_path, images, allow_outside=True)
+    assert vs.pred["error"].isna().all() and len(vs.pred) == 3
+    assert config_from_args(["--allow-outside-images"], env={}).allow_outside_images is True
+    assert config_from_args([], env={"GEOMODEL_ALLOW_OUTSIDE_IMAGES": "1"}).allow_outside_images is True
+    assert config_from_args([], env={}).allow_outside_images is False
+
+
 # ---------------------------------------------------------------------------------- running app
 
 

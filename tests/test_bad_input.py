@@ -362,6 +362,68 @@ def test_cli_evaluate_refuses_more_regions_than_the_model_has(model_dir, eval_se
     assert f"{csv_path}" in err and "line 3" in err and "3" in err and "trained with" in err
 
 
+# --------------------------------------------------------------------------- paths outside --images
+
+
+@pytest.fixture
+def outside_rows(tmp_path) -> tuple[Path, Path, Path]:
+    """(images folder, CSV whose lines 3-5 name files outside it, a real photo outside it)."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        write(images / f"ok{i}.jpg", photo((32 + i, 32)))
+    (tmp_path / "private").mkdir()
+    elsewhere = write(tmp_path / "private" / "secret.jpg", photo())
+    (images / "link.jpg").symlink_to(elsewhere)  # inside by name, outside once the link is followed
+    (images / "inner_link.jpg").symlink_to(images / "ok0.jpg")  # a link that stays inside is fine
+    rows = ["ok0.jpg,500,500,1", "../private/secret.jpg,501,499,2", "/etc/hostname,500,500,3",
+            "link.jpg,500,500,1", "ok1.jpg,502,498,2", "ok2.jpg,499,501,3", "inner_link.jpg,500,500,1"]
+    return images, write(tmp_path / "labels.csv", (HEADER + "\n".join(rows) + "\n").encode()), elsewhere
+
+
+def test_paths_outside_the_image_folder_are_refused_naming_the_lines(outside_rows):
+    from geomodel.data.paths import image_paths
+
+    images, csv_path, _ = outside_rows
+    df = read_labels(csv_path)
+    with pytest.raises(DataError) as err:
+        image_paths(df, images, csv_path)
+    msg = str(err.value)
+    assert msg.startswith(f"{csv_path}: image path outside the image folder {images}")
+    assert "'../private/secret.jpg'" in msg and "on lines 3, 4, 5;" in msg and "--allow-outside-images" in msg
+    assert image_paths(df, images, csv_path, allow_outside=True)[1] == images / "../private/secret.jpg"
+
+
+def test_cli_evaluate_reads_nothing_outside_images_unless_allowed(model_dir, outside_rows, tmp_path, capsys):
+    images, csv_path, _ = outside_rows
+    args = ["evaluate", "--model", str(model_dir), "--csv", str(csv_path), "--images", str(images), "--device", "cpu",
+            "--json", str(tmp_path / "m.json")]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert "outside the image folder" in captured.err and "lines 3, 4, 5" in captured.err
+    assert "region accuracy" not in captured.out and not (tmp_path / "m.json").exists()
+    assert main(args + ["--allow-outside-images"]) == 0  # the user's explicit choice: the photo outside is used
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["n_images"] == 7 and {f["filename"] for f in metrics["failed"]} == {"/etc/hostname"}
+
+
+def test_fit_and_learning_curve_refuse_paths_outside_images(outside_rows, tmp_path, capsys):
+    images, csv_path, _ = outside_rows
+    with pytest.raises(DataError, match="outside the image folder"):
+        prepare_data(csv_path, images, data_cfg=DataConfig(image_size=32, outlier_low_pct=0, outlier_high_pct=100),
+                     check=False)
+    prep = prepare_data(csv_path, images, data_cfg=DataConfig(image_size=32, outlier_low_pct=0, outlier_high_pct=100),
+                        check=False, allow_outside_images=True)
+    assert len(prep.train) + len(prep.val) >= 6  # (the early-stopping set drops rows outside the train bounds)
+    rc = main(["fit", "--csv", str(csv_path), "--images", str(images), "--out", str(tmp_path / "run"),
+               "--backbone", "resnet18", "--pretrained", "none", "--image-size", "32", "--device", "cpu"])
+    assert rc == 2 and "outside the image folder" in capsys.readouterr().err
+    rc = main(["learning-curve", "--csv", str(csv_path), "--images", str(images), "--out", str(tmp_path / "curve"),
+               "--pretrained", "none", "--image-size", "32", "--device", "cpu"])
+    assert rc == 2 and "lines 3, 4, 5" in capsys.readouterr().err
+    assert not (tmp_path / "curve").exists()
+
+
 # --------------------------------------------------------------------------- labels CSV
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -145,6 +146,22 @@ def test_pickle_carrying_code_is_refused_and_never_run(tmp_path, legacy):
     with open(path, "rb") as fh:
         pickle.load(fh) if legacy else torch.load(fh, weights_only=False)
     assert marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_raw_pickle_is_refused_quietly_and_never_run(tmp_path, protocol):
+    """pickle.dump's own protocols: torch's safe loader stops at their first opcode; no torch warning first."""
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "region.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"format": FORMAT, "state_dict": _Payload(marker)}, fh, protocol=protocol)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match="refused to load: a raw Python pickle") as err:
+            load_checkpoint(path)
+    assert str(path) in str(err.value) and "nothing was executed" in str(err.value)
+    assert [str(w.message) for w in caught] == []
+    assert not marker.exists()
 
 
 # --------------------------------------------------------------------------- incompatible checkpoints

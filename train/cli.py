@@ -19,6 +19,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--images", required=True, type=Path, help="folder holding the CSV's image files")
     g.add_argument("--val-csv", type=Path, help="validation CSV; default: a stratified hold-out of --csv")
     g.add_argument("--val-images", type=Path, help="validation image folder (default: --images)")
+    _add_outside_flag(g)
     g.add_argument("--val-fraction", type=float, default=0.15, help="hold-out share when no --val-csv")
     g.add_argument("--frame", choices=("planar", "wgs84"), default="planar",
                    help="coordinate frame: wgs84 degrees (metres) or planar (any unit)")
@@ -32,6 +33,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    "or @FILE with one per line")
     g.add_argument("--outlier-pct", type=float, nargs=2, default=(1.0, 99.0), metavar=("LOW", "HIGH"),
                    help="drop training rows with lat/lon outside these percentiles (fitted on train only)")
+
+
+def _add_outside_flag(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--allow-outside-images", action="store_true",
+                   help="read CSV rows whose file lies outside the image folder (../ paths, absolute paths, "
+                        "links pointing elsewhere); refused by default")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -97,6 +104,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, type=Path, help="model directory (region.pt + coords.pt)")
     p.add_argument("--csv", required=True, type=Path)
     p.add_argument("--images", required=True, type=Path)
+    _add_outside_flag(p)
     p.add_argument("--json", type=Path, help="write all metrics to this JSON file")
     p.add_argument("--report", type=Path, help="write a failure report (per-region table, confusion matrix "
                    "picture, worst photos) into this folder")
@@ -113,6 +121,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                        "for growing shares of a labelled collection (no training)")
     p.add_argument("--csv", required=True, type=Path)
     p.add_argument("--images", required=True, type=Path)
+    _add_outside_flag(p)
     p.add_argument("--out", required=True, type=Path, help="writes curve.json and curve.png here")
     p.add_argument("--backbone", default="efficientnet_lite0", help="an efficientnet_lite* backbone")
     p.add_argument("--pretrained", choices=("imagenet", "none"), default="imagenet", help="initial weights")
@@ -206,7 +215,7 @@ def run_training(args: argparse.Namespace) -> int:
         return 2
     log = print if dist.is_main() else (lambda *_: None)
     prep = prepare_data(args.csv, args.images, data_cfg=data_cfg, seed=args.seed, val_csv=args.val_csv,
-                        val_images=args.val_images)
+                        val_images=args.val_images, allow_outside_images=args.allow_outside_images)
     for warning in prep.warnings if dist.is_main() else []:
         print(f"warning: {warning}", file=sys.stderr)
     log(f"data: {len(prep.train)} training photos, {len(prep.val)} validation photos, {prep.num_regions} regions")
@@ -240,7 +249,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     predictor = Predictor.from_dir(args.model, device=args.device, coord_regions=args.coord_regions)
     df = read_labels(args.csv, frame=predictor.frame)
     check_region_count(args.csv, df, predictor.num_regions)
-    pred = predictor.predict_frame(df, args.images, batch_size=args.batch_size)
+    pred = predictor.predict_frame(df, args.images, batch_size=args.batch_size, csv=args.csv,
+                                   allow_outside=args.allow_outside_images)
     if pred["error"].notna().all():
         from geomodel.errors import DataError
 
@@ -321,7 +331,8 @@ def run_learning_curve(args: argparse.Namespace) -> int:
     result, problems = measure(args.csv, args.images, model, image_size=args.image_size,
                                device=resolve_device(args.device), num_regions=args.num_regions,
                                batch_size=args.batch_size, fractions=shares, repeats=args.repeats,
-                               seed=args.seed, target=args.target)
+                               seed=args.seed, target=args.target,
+                               allow_outside_images=args.allow_outside_images)
     for problem in problems:
         print(f"  left out {problem}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)

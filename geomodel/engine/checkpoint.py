@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,11 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the checkpoint file is empty")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # A raw pickle (protocol 4/5) makes torch warn about its protocol just before refusing it:
+            # the refusal below says everything the user needs.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses every import a pickle asks for (a class, os.system, ...) before running it.
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
@@ -63,6 +68,9 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None) -> dict:
             what = f" ({found.group(1)})" if found else ""
             raise CheckpointError(f"{path}: refused to load: the file contains Python objects or code{what}, not "
                                   "plain data (only geomodel checkpoints are accepted; nothing was executed)") from None
+        if "Unsupported operand" in str(exc):  # a pickle stream beyond what the safe loader reads
+            raise CheckpointError(f"{path}: refused to load: a raw Python pickle, not a plain-data PyTorch "
+                                  "checkpoint (only geomodel checkpoints are accepted; nothing was executed)") from None
         raise CheckpointError(f"{path}: not a geomodel checkpoint (not a readable PyTorch file)") from None
     except Exception as exc:  # noqa: BLE001 - torch's readers fail on garbage with any exception type
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

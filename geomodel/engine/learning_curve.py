@@ -112,18 +112,21 @@ def learning_curve(maps: Sequence[torch.Tensor], regions: torch.Tensor, num_regi
 
 def measure(csv: str | Path, images: str | Path, model: RegionClassifier, *, image_size: int,
             device: torch.device, num_regions: int | None = None, batch_size: int = 16,
-            **curve: object) -> tuple[dict, list[str]]:
+            allow_outside_images: bool = False, **curve: object) -> tuple[dict, list[str]]:
     """The learning curve of a labels CSV: (result of `learning_curve`, problems of photos left out).
 
     `model` supplies the trunk and which layers are matched (`cfg.match_layers`, as in
     stage 1); its head is not used. Unreadable photos are left out (each named in the
     problems) rather than stopping the measurement. `num_regions`: default the largest Region_ID.
+    Every image path must resolve inside `images` unless `allow_outside_images`.
     """
     from geomodel.data.dataset import image_problems
     from geomodel.data.labels import read_labels
+    from geomodel.data.paths import image_paths
     from geomodel.errors import DataError
 
     df = read_labels(csv, num_regions=num_regions)
+    image_paths(df, images, csv, allow_outside=allow_outside_images)
     num_regions = num_regions or int(df["Region_ID"].max())
     problems = image_problems(df, images)
     df = df.drop(index=df.index[list(problems)]).reset_index(drop=True)

@@ -22,6 +22,7 @@ from geomodel.data.dataset import GeoDataset, check_images
 from geomodel.data.images import load_image
 from geomodel.data.labels import (CoordStats, apply_exclusions, check_regions_present, drop_outliers,
                                   neighbour_targets, read_labels, region_centroids, region_spreads, stratified_split)
+from geomodel.data.paths import image_paths
 from geomodel.data.transforms import build_transforms
 from geomodel.engine import distributed as dist
 from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
@@ -55,8 +56,12 @@ class Prepared:
 
 def prepare_data(csv: str | Path, images: str | Path, *, data_cfg: DataConfig, seed: int = 0,
                  val_csv: str | Path | None = None, val_images: str | Path | None = None,
-                 check: bool = True) -> Prepared:
-    """Read, validate, split (stratified, when no validation CSV), exclude, fit stats, drop outliers."""
+                 check: bool = True, allow_outside_images: bool = False) -> Prepared:
+    """Read, validate, split (stratified, when no validation CSV), exclude, fit stats, drop outliers.
+
+    Every image path must resolve inside its image folder unless `allow_outside_images`;
+    `check` also decodes every image once (training would otherwise fail on one hours in).
+    """
     df = read_labels(csv, num_regions=data_cfg.num_regions, frame=data_cfg.frame)
     n_rows = len(df)
     df = apply_exclusions(df, data_cfg.exclude)
@@ -81,6 +86,8 @@ def prepare_data(csv: str | Path, images: str | Path, *, data_cfg: DataConfig, s
     names = data_cfg.region_names or [f"Region {i + 1}" for i in range(num_regions)]
     if len(names) != num_regions:
         raise DataError(f"{len(names)} region names given for {num_regions} regions")
+    image_paths(train, images, csv, allow_outside=allow_outside_images)
+    image_paths(val, val_images, val_csv or csv, allow_outside=allow_outside_images)
     if check:
         check_images(train, images, csv)
         check_images(val, val_images, val_csv or csv)

@@ -1,0 +1,44 @@
+"""Image paths named by a labels CSV stay inside the image folder the user gave.
+
+A CSV is data, often from someone else: a row `../../home/me/.ssh/id_rsa` or `/etc/hostname`
+must not make training, evaluation or the app's validation set open files elsewhere. Paths
+are compared after resolving symlinks, so a link inside the folder that points out of it is
+outside too. Users whose folder is deliberately made of links to files elsewhere opt out
+(`--allow-outside-images`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from geomodel.errors import DataError
+
+OPT_OUT_FLAG = "--allow-outside-images"
+_MAX_LISTED = 5
+
+
+def image_paths(df: pd.DataFrame, images_dir: str | Path, csv: str | Path = "labels CSV", *,
+                allow_outside: bool = False) -> list[Path]:
+    """`images_dir / filename` for every row, in order, after checking that each one resolves
+    (symlinks followed) inside `images_dir`; a DataError names the CSV lines that do not.
+
+    `df` is `read_labels` output (its `row` column gives the CSV line); `allow_outside`
+    skips the check.
+    """
+    images_dir = Path(images_dir)
+    paths = [images_dir / str(name) for name in df["filename"]]
+    if allow_outside:
+        return paths
+    root = Path(os.path.realpath(images_dir))
+    rows = df["row"] if "row" in df else pd.Series(range(len(df)))
+    outside = [(int(row), str(name)) for row, name, path in zip(rows, df["filename"], paths)
+               if not Path(os.path.realpath(path)).is_relative_to(root)]
+    if outside:
+        lines = ", ".join(str(row + 2) for row, _ in outside[:_MAX_LISTED])
+        more = f" and {len(outside) - _MAX_LISTED} more" if len(outside) > _MAX_LISTED else ""
+        raise DataError(f"{csv}: image path outside the image folder {images_dir} (e.g. {outside[0][1]!r}, "
+                        f"after following links) on line{'s' if len(outside) > 1 else ''} {lines}{more}; "
+                        f"a CSV may only name files inside the folder ({OPT_OUT_FLAG} reads them anyway)")
+    return paths
