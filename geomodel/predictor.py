@@ -39,6 +39,10 @@ class ModelInfo:
 
 
 PRECISIONS = ("fp32", "bf16")
+# Photos are decoded to a shorter side of DECODE_SCALE x the model's input size, not at full size:
+# JPEGs in the DCT (draft), others box-averaged right after decoding. The transforms then resize
+# to the input size as before. Measured with bench/decode.py (README, Limits and safety).
+DECODE_SCALE = 2
 
 
 def _described(ckpt: dict) -> dict:
@@ -112,6 +116,7 @@ class Predictor:
         # Photos per forward pass when predict() is not told: on CPU small batches are faster per
         # photo for EfficientNet-Lite (activations stay in cache; 32 was ~40% slower than 2-4).
         self.batch_size = 4 if self.device.type == "cpu" else 32
+        self.decode_scale: float | None = DECODE_SCALE  # see DECODE_SCALE; None: decode at full size
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, device: str = "auto", threads: int | None = None,
@@ -130,6 +135,14 @@ class Predictor:
     @property
     def num_regions(self) -> int:
         return len(self.region_names)
+
+    @property
+    def decode_side(self) -> int | None:
+        """Shorter side photos are decoded to (`load_image(shorter_side=...)`): `decode_scale` times the
+        input size; None (full size) when `decode_scale` is 0 or None."""
+        if not self.decode_scale:
+            return None
+        return int(self.decode_scale * max(self.region_ckpt["image_size"], self.coords_ckpt["image_size"]))
 
     def info(self) -> ModelInfo:
         r, c = self.region_ckpt, self.coords_ckpt
@@ -196,7 +209,7 @@ class Predictor:
             chunk: list[tuple[int, object]] = []  # decoded one batch at a time: memory stays bounded
             for i in range(start, min(start + batch_size, len(items))):
                 try:
-                    chunk.append((i, load_image(items[i])))
+                    chunk.append((i, load_image(items[i], shorter_side=self.decode_side)))
                 except GeomodelError as exc:
                     results[i] = self._failed(items[i], str(exc))
             if not chunk:

@@ -166,6 +166,71 @@ def test_16bit_grayscale_is_scaled_not_clipped():
     assert a.min() == 0 and a.max() == 255 and len(np.unique(a)) > 30  # a ramp, not black-and-white
 
 
+def _ramp16(path: Path, w: int, h: int) -> Path:
+    """A 16-bit grayscale PNG: a vertical ramp over the whole 0..65535 range."""
+    ramp = np.repeat(np.linspace(0, 65535, h).astype(np.uint16)[:, None], w, 1)
+    Image.fromarray(ramp).save(path, compress_level=1)
+    return path
+
+
+def test_16bit_png_is_converted_without_a_full_size_float64_copy(tmp_path):
+    """Converting a 16-bit image took 16 bytes a pixel on top of the decoded image (two float64 copies):
+    a near-limit 64-megapixel PNG cost 1.2 GB. Python-side allocations are what tracemalloc sees."""
+    import tracemalloc
+
+    path = _ramp16(tmp_path / "ramp16.png", 1500, 1200)
+    tracemalloc.start()
+    try:
+        full = load_image(path)
+        full_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        small = load_image(path, shorter_side=120)
+        small_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    pixels = 1500 * 1200
+    assert full_peak < 8 * pixels  # less than one float64 copy of the image
+    assert small_peak < 0.5 * pixels  # decoded down first: nothing of full size is converted
+    assert full.size == (1500, 1200) and small.size == (150, 120)
+    column = np.asarray(small)[:, 0, 0].astype(int)
+    assert column[0] < 5 and column[-1] > 250 and (np.diff(column) >= 0).all()  # the ramp, stretched and kept
+
+
+def test_jpeg_is_decoded_at_reduced_scale_and_stays_upright(tmp_path):
+    img = Image.new("RGB", (1600, 1000), (255, 0, 0))
+    img.paste((0, 0, 255), (800, 0, 1600, 1000))  # left half red, right half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    path = tmp_path / "big.jpg"
+    img.save(path, "JPEG", exif=exif.tobytes(), quality=90)
+    out = load_image(path, shorter_side=200)
+    assert out.size == (200, 320)  # upright (portrait), shorter side 200
+    a = np.asarray(out).astype(int)
+    assert a[:150, :, 0].mean() > 200 and a[170:, :, 2].mean() > 200  # red now on top, blue below
+    with Image.open(path) as probe:  # draft: the DCT decodes 1/4 of each side, never the full 1.6 MP
+        probe.draft(None, (200, 200))
+        assert probe.size == (400, 250)
+
+
+def test_decoded_size_is_what_load_image_decodes_and_feeds_a_pixel_budget(tmp_path):
+    from geomodel.data.images import PixelBudget, decoded_size
+
+    jpeg = tmp_path / "a.jpg"
+    Image.new("RGB", (1600, 1200), (10, 200, 30)).save(jpeg, quality=90)
+    assert decoded_size(jpeg) == (1600, 1200)
+    assert decoded_size(jpeg, shorter_side=300) == (400, 300)  # JPEG draft: 1/4 of each side
+    png = _ramp16(tmp_path / "b.png", 1000, 700)
+    assert decoded_size(png, shorter_side=300) == (1000, 700)  # a PNG is always decoded whole
+    with pytest.raises(ImageError, match="this is a text file"):
+        decoded_size(write(tmp_path / "notes.jpg", b"not a photo\n"))
+    budget = PixelBudget(1_000_000)
+    for _ in range(4):
+        budget.take(400 * 300, str(jpeg))
+    with pytest.raises(ImageError, match=r"b.png: not decoded: it needs 0.7 megapixels .* used 0.48 of the 1 "):
+        budget.take(1000 * 700, str(png))
+    assert budget.used == 4 * 400 * 300  # a refused photo costs nothing
+
+
 @pytest.mark.parametrize("mode", ["LA", "La", "1", "L", "RGBA", "I", "F", "YCbCr", "HSV"])
 def test_unusual_modes_become_rgb(mode):
     out = load_image(Image.new(mode, (6, 4)))
