@@ -39,16 +39,22 @@ def launch(blocks, config, **overrides) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until Ctrl-C or SIGTERM; then uploads, cached files and the work folder are deleted."""
+    from demo.server import serve, stop_on_sigterm
+    from demo.ui import launch_kwargs
     from geomodel.errors import GeomodelError
     from geomodel.runtime import keep_freed_memory
 
     keep_freed_memory()  # batches of photos reuse freed memory instead of faulting in fresh pages
+    stop_on_sigterm()  # from the start: a stop during model loading still runs the clean-up
     try:
         blocks, config = build(argv)
     except (GeomodelError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    launch(blocks, config)
+    except KeyboardInterrupt:
+        return 130
+    serve(blocks, launch_kwargs(config))
     return 0
 
 

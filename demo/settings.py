@@ -42,7 +42,9 @@ _ENV = {
     "port": ("PORT", "7860", "port to listen on (also read from GRADIO_SERVER_PORT)"),
     "max_files": ("GEOMODEL_MAX_FILES", "32", "most photos accepted in one request"),
     "max_file_size": ("GEOMODEL_MAX_FILE_SIZE", "10mb", "largest accepted upload, e.g. 10mb"),
-    "concurrency": ("GEOMODEL_CONCURRENCY", "1", "predictions run at once (more queue up)"),
+    "max_request_megapixels": ("GEOMODEL_MAX_REQUEST_MEGAPIXELS", "256", "megapixels one request may decode "
+                               "(JPEGs count at their reduced decoding size); photos past it are refused"),
+    "concurrency": ("GEOMODEL_CONCURRENCY", "1", "photos processed at once; requests take turns photo by photo"),
     "queue_size": ("GEOMODEL_QUEUE_SIZE", "16", "requests allowed to wait; more are refused"),
     "threads": ("GEOMODEL_THREADS", None, "torch CPU threads (default: torch's choice)"),
     "device": ("GEOMODEL_DEVICE", "auto", "auto, cpu or cuda[:N]"),
@@ -64,6 +66,7 @@ class AppConfig:
     port: int = 7860
     max_files: int = 32  # photos per request
     max_file_size: int = 10 * 2**20  # bytes per upload
+    max_request_pixels: int = 256_000_000  # pixels decoded per request (see geomodel.data.images.PixelBudget)
     concurrency: int = 1  # predictions running at once: a 2-vCPU Space gains nothing from more
     queue_size: int = 16  # waiting requests; more get "queue full"
     threads: int | None = None
@@ -72,7 +75,7 @@ class AppConfig:
     allow_outside_images: bool = False  # validation CSV rows may name files outside val_images
 
     def __post_init__(self) -> None:
-        for name in ("max_files", "max_file_size", "concurrency", "queue_size", "port"):
+        for name in ("max_files", "max_file_size", "max_request_pixels", "concurrency", "queue_size", "port"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.threads is not None and self.threads <= 0:
@@ -136,6 +139,7 @@ def config_from_args(argv: Sequence[str] | None = None, env: Mapping[str, str] |
     return AppConfig(model=model, val_csv=val_csv, val_images=val_images, plan=plan,
                      examples=list_images(examples_dir) if examples_dir else None, host=a.host, port=int(a.port),
                      max_files=int(a.max_files), max_file_size=parse_size(a.max_file_size),
+                     max_request_pixels=int(float(a.max_request_megapixels) * 1_000_000),
                      concurrency=int(a.concurrency), queue_size=int(a.queue_size),
                      threads=int(a.threads) if a.threads else None, device=a.device,
                      sources={name: got.describe() for name, got in fetched.items()},

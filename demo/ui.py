@@ -7,30 +7,37 @@ results) lives in `gr.State`; the context is only read after start-up.
 from __future__ import annotations
 
 import atexit
+import functools
 import json
+import logging
 import shutil
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gradio as gr
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from demo import results as R
 from demo.map_regions import RegionFill
 from demo.maps import PlanOverlay, render_map, to_iframe
-from demo.service import TooManyPhotos, predict_photos
+from demo.service import CpuTurns, TooManyPhotos, predict_photos
 from demo.settings import ROOT, AppConfig, load_plan
 from demo.thumbnails import ThumbnailFolder
+from demo.upload import photo_files
 from demo.validation import ALL_REGIONS, ValidationSet, read_validation_labels, region_choices, region_of_choice
 from demo.validation_job import ValidationJob
 from geomodel.errors import GeomodelError
 from geomodel.predictor import ModelInfo, Predictor
 
 MAP_HEIGHT = 520
-_DOWNLOAD_TTL_S = 3600  # CSV/GeoJSON files older than this are deleted on the next request
+_DOWNLOAD_TTL_S = 3600  # Gradio deletes its cached copies of uploads and downloads after this
+_WORK_TTL_S = 60  # our own CSV/GeoJSON files: Gradio copied each into its cache when it was returned
+_REQUESTS_SERVED = 8  # prediction requests admitted at once; they take turns photo by photo (service.CpuTurns)
+_log = logging.getLogger(__name__)
 _WAITING_MAP = '<div class="gm-note">The map appears here when the validation photos are predicted.</div>'
 _CSS = """
 .gm-note {font-size: 0.9em; opacity: 0.85}
@@ -49,7 +56,8 @@ class AppContext:
     validation_problem: str | None  # why there is no explorer, when there is none
     examples: list[Path]
     empty_map: str  # the map before any prediction (just the plan and the regions, if any)
-    work_dir: Path  # where download files are written
+    work_dir: Path  # where download files are written (removed when the process exits)
+    turns: CpuTurns  # the order in which requests' photos get the CPU (shared by all visitors)
     regions: dict | None = None  # the model's regions.geojson (None: an old model directory without one)
 
     @property
@@ -81,8 +89,9 @@ def load_context(config: AppConfig) -> AppContext:
     empty = to_iframe(render_map([], frame=predictor.frame, plan=plan, error_unit=info.error_unit,
                                  title="Predictions appear here", regions=regions), height=MAP_HEIGHT)
     work_dir = Path(tempfile.mkdtemp(prefix="geomodel-app-"))
+    atexit.register(shutil.rmtree, work_dir, ignore_errors=True)
     return AppContext(config, predictor, info, plan, validation, problem, list(config.examples or []), empty,
-                      work_dir, regions)
+                      work_dir, CpuTurns.create(config.concurrency), regions)
 
 
 def _regions_geojson(predictor: Predictor) -> dict | None:
@@ -104,7 +113,8 @@ def predict(ctx: AppContext, files: list[Any] | None, progress: gr.Progress | No
         report = lambda done, total: progress((done, total), desc="Locating photos", unit="photos")  # noqa: E731
     try:
         rows = predict_photos(ctx.predictor, paths, max_files=ctx.config.max_files,
-                              max_bytes=ctx.config.max_file_size, progress=report)
+                              max_bytes=ctx.config.max_file_size, max_pixels=ctx.config.max_request_pixels,
+                              progress=report, turns=ctx.turns)
     except TooManyPhotos as exc:
         raise gr.Error(str(exc), title="Too many photos") from None
     table = R.results_table(rows, ctx.info.error_unit, gps=ctx.predictor.frame == "wgs84")
@@ -239,7 +249,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         with gr.Tab("Predict", id="predict"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    files = gr.File(file_count="multiple", type="filepath", label=(
+                    files = photo_files(label=(
                         f"Photos (up to {cfg.max_files} per request, {cfg.max_file_size / 2**20:.0f} MB each)"),
                         elem_id="photos")
                     locate = gr.Button("Locate photos", variant="primary", elem_id="locate")
@@ -301,10 +311,12 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             gr.JSON({"region": ctx.info.metrics.get("region", {}), "coords": ctx.info.metrics.get("coords", {})},
                     label="Training metrics (hold-out split)")
 
+        @_user_facing
         def run_predict(files_in: list[Any] | None, progress: gr.Progress = gr.Progress()):
             """Locate photos: a list of image files -> (results table, map HTML)."""
             return predict(ctx, files_in, progress)
 
+        @_user_facing
         def run_downloads(rows: list[dict] | None):
             return downloads(ctx, rows)
 
@@ -313,7 +325,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
         outputs = [table, pred_map, rows_state]
         after = [summary, problems, csv_btn, geo_btn]
-        locate.click(run_predict, files, outputs, api_name="predict", concurrency_limit=cfg.concurrency,
+        served = max(_REQUESTS_SERVED, cfg.concurrency)  # admitted at once; the CPU goes by turns
+        locate.click(run_predict, files, outputs, api_name="predict", concurrency_limit=served,
                      concurrency_id="predict").success(run_downloads, rows_state, after, api_visibility="private")
         if ctx.examples:
             example_paths = [str(p) for p in ctx.examples]
@@ -322,18 +335,49 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 return [example_paths[evt.index]]
 
             gallery.select(pick, None, files, api_visibility="private").then(
-                run_predict, files, outputs, api_visibility="private", concurrency_limit=cfg.concurrency,
+                run_predict, files, outputs, api_visibility="private", concurrency_limit=served,
                 concurrency_id="predict").success(run_downloads, rows_state, after, api_visibility="private")
             all_examples.click(lambda: example_paths, None, files, api_visibility="private").then(
-                run_predict, files, outputs, api_visibility="private", concurrency_limit=cfg.concurrency,
+                run_predict, files, outputs, api_visibility="private", concurrency_limit=served,
                 concurrency_id="predict").success(run_downloads, rows_state, after, api_visibility="private")
     return app
 
 
 def launch_kwargs(cfg: AppConfig) -> dict:
-    """`launch()` settings: no extra file paths are served (uploads and Gradio's cache only)."""
+    """`launch()` settings: no extra file paths are served (uploads and Gradio's cache only).
+
+    `show_error=True` gives API callers Gradio's own message for input it refuses before a
+    handler runs (a path that was not uploaded, a missing input) instead of `{"error": null}`;
+    the handlers' own failures are turned into a fixed message by `_user_facing`, so no
+    exception text from inside the app reaches a visitor.
+    """
     return dict(server_name=cfg.host, server_port=cfg.port, max_file_size=cfg.max_file_size, allowed_paths=[],
-                show_error=False, css=_CSS, footer_links=["api"])
+                show_error=True, css=_CSS, footer_links=["api"],
+                app_kwargs={"exception_handlers": {KeyError: _unknown_endpoint}})
+
+
+def _user_facing(handler: Callable) -> Callable:
+    """A handler whose unexpected failures reach the visitor as one fixed line (details go to the log)."""
+    @functools.wraps(handler)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception:  # noqa: BLE001 - logged in full; the visitor gets no internals
+            _log.exception("%s failed", handler.__name__)
+            raise gr.Error("Something went wrong on the server while handling this request; "
+                           "the server log has the details.") from None
+    return run
+
+
+async def _unknown_endpoint(request: Any, exc: KeyError) -> Any:
+    """Gradio looks events up by `fn_index` without a check: an unknown one was an HTTP 500."""
+    if request.url.path.endswith("/queue/join") and exc.args and isinstance(exc.args[0], int):
+        return JSONResponse({"detail": f"no event with fn_index {exc.args[0]}; this app's API is listed at "
+                                       "/gradio_api/info (its endpoint: api_name '/predict')"}, status_code=404)
+    _log.error("unhandled KeyError on %s", request.url.path, exc_info=exc)
+    return PlainTextResponse("Internal Server Error", status_code=500)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -347,11 +391,12 @@ def _path_of(f: Any) -> str:
 
 
 def _fresh_folder(work_dir: Path) -> Path:
-    """A new folder for one visitor's downloads; folders past their TTL are removed first."""
+    """A new folder for one visitor's downloads. Earlier ones are removed first: Gradio copied their
+    files into its own cache when they were returned, so they do not pile up per request."""
     now = time.time()
     for old in work_dir.iterdir():
         try:
-            if now - old.stat().st_mtime > _DOWNLOAD_TTL_S:
+            if now - old.stat().st_mtime > _WORK_TTL_S:
                 shutil.rmtree(old, ignore_errors=True)
         except FileNotFoundError:
             pass

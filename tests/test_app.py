@@ -605,6 +605,193 @@ def test_file_routes_serve_uploads_but_not_the_repository(running_app):
     assert status == 200 and body == EXAMPLE.read_bytes()
 
 
+def _sse_error(base: str, payload: dict) -> dict:
+    """POST an API call, then read its event stream's `error` event."""
+    import httpx
+
+    post = httpx.post(f"{base}/gradio_api/call/predict", json=payload, timeout=60)
+    assert post.status_code == 200, post.text
+    stream = httpx.get(f"{base}/gradio_api/call/predict/{post.json()['event_id']}", timeout=120).text
+    assert "event: error" in stream, stream
+    return json.loads(stream.split("event: error", 1)[1].split("data:", 1)[1].strip().splitlines()[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("data, phrase", [
+    (["hello"], "Not a list of files (got a str)"),
+    ([[123]], "Not a list of files (got a list of int)"),
+    ([{"x": 1}], "Not a list of files (got a dict)"),
+    ([[{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}]], "not uploaded"),
+    ([], "didn't receive enough input values"),
+])
+def test_api_bad_inputs_get_a_message(running_app, data, phrase):
+    error = _sse_error(running_app, {"data": data})
+    assert error["error"] and phrase in error["error"]
+    assert "Traceback" not in error["error"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fn_index", [99, -1])
+def test_api_unknown_event_index_is_a_client_error(running_app, fn_index):
+    import httpx
+
+    r = httpx.post(f"{running_app}/gradio_api/queue/join", json={"data": [[]], "fn_index": fn_index,
+                                                                  "session_hash": "abc"}, timeout=60)
+    assert r.status_code == 404 and f"no event with fn_index {fn_index}" in r.json()["detail"]
+
+
+def test_unexpected_handler_failures_reach_the_visitor_as_one_fixed_line(caplog):
+    import gradio as gr
+
+    from demo.ui import _user_facing
+
+    @_user_facing
+    def broken():
+        raise RuntimeError("/srv/secret/path exploded")
+
+    with pytest.raises(gr.Error) as err:
+        broken()
+    assert "secret" not in err.value.message and "server log" in err.value.message
+    assert "/srv/secret/path exploded" in caplog.text  # the details are logged for the operator
+
+
+def _gradio_leftovers(cache: Path) -> tuple[list[Path], list[Path]]:
+    """(empty tmp* files directly in Gradio's upload folder, every file below it)."""
+    empty = [p for p in cache.glob("tmp*") if p.is_file() and p.stat().st_size == 0]
+    return empty, [p for p in cache.rglob("*") if p.is_file()]
+
+
+@pytest.mark.slow
+def test_stopped_app_leaves_no_uploads_work_folder_or_empty_files(tmp_path):
+    """SIGTERM (docker stop, systemctl stop) stops the app like Ctrl-C and cleans up after it."""
+    import signal
+
+    from gradio_client import Client, handle_file
+
+    from bench import free_port, wait_ready
+
+    cache, temp = tmp_path / "gradio", tmp_path / "tmp"
+    temp.mkdir()
+    port = free_port()
+    env = {**__import__("os").environ, "GRADIO_TEMP_DIR": str(cache), "TMPDIR": str(temp),
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, timeout=300)
+        assert len(list(temp.glob("geomodel-app-*"))) == 1  # the work folder exists while the app runs
+        client = Client(f"http://127.0.0.1:{port}", verbose=False, download_files=False)
+        photos = [tmp_path / f"p{i}.jpg" for i in range(2)]
+        for i, photo in enumerate(photos):
+            photo.write_bytes(EXAMPLE.read_bytes() + bytes([i]))  # distinct files, distinct upload folders
+        for _ in range(3):
+            table, _ = client.predict([handle_file(str(p)) for p in photos], api_name="/predict")
+            assert all(row[1] for row in table["data"])
+        empty, files = _gradio_leftovers(cache)
+        assert empty == []  # Gradio's gr.File left one empty tmp* file per uploaded photo
+        assert any(p.name == "p0.jpg" for p in files)  # the uploads are there while the app runs
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, out
+    assert list(temp.glob("geomodel-app-*")) == [], out
+    assert _gradio_leftovers(cache)[1] == [], out  # uploads, example copies: every file the app cached
+    # and the folders Gradio made for them; only its own feature folder (made at start-up) stays
+    assert [p.name for p in cache.iterdir() if p.name != "vibe_edit_history"] == []
+
+
+def test_download_files_do_not_pile_up_per_request(predictor, tmp_path):
+    """Each request's CSV/GeoJSON is copied into Gradio's cache when returned; ours go at the next request."""
+    import os
+
+    from demo.service import CpuTurns
+    from demo.settings import AppConfig
+    from demo.ui import AppContext, downloads
+
+    ctx = AppContext(AppConfig(), predictor, predictor.info(), None, None, None, [], "", tmp_path, CpuTurns.create())
+    rows = [_row("a.jpg")]
+    for _ in range(5):
+        downloads(ctx, rows)
+        for folder in tmp_path.iterdir():  # as if a minute had passed
+            os.utime(folder, (folder.stat().st_mtime - 120,) * 2)
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_turns_give_a_newcomer_the_next_turn_not_the_last():
+    """A one-photo request arriving during a 32-photo request waits for one photo, not 31."""
+    import threading
+
+    from demo.service import Turns
+
+    turns, log = Turns(), []
+    big_started, newcomer_waiting = threading.Event(), threading.Event()
+
+    def big():
+        for i in range(32):
+            with turns.turn():
+                log.append(f"big{i}")
+                if i == 0:
+                    big_started.set()
+                    newcomer_waiting.wait(10)
+                    while turns.waiting == 0:  # the newcomer is in line before this turn ends
+                        time.sleep(0.001)
+
+    def newcomer():
+        big_started.wait(10)
+        newcomer_waiting.set()
+        with turns.turn():
+            log.append("new")
+
+    threads = [threading.Thread(target=big), threading.Thread(target=newcomer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert log.index("new") == 1 and len(log) == 33
+
+
+def test_a_normal_photo_never_waits_for_a_big_decode(predictor, tmp_path):
+    """Big decodes (over SMALL_DECODE pixels) go one at a time in their own lane; normal photos in theirs."""
+    import threading
+
+    from demo.service import SMALL_DECODE, CpuTurns, predict_photos
+
+    turns = CpuTurns.create()
+    done: list[list[dict]] = []
+    big = _png16(tmp_path / "big.png", 2100, 2000)
+    assert 2100 * 2000 > SMALL_DECODE
+    with turns.large.turn():  # as if another request were decoding a huge PNG right now
+        normal = threading.Thread(target=lambda: done.append(predict_photos(predictor, [EXAMPLE], turns=turns)))
+        normal.start()
+        normal.join(120)
+        assert done and done[0][0]["error"] is None  # finished while the big lane was busy
+        heavy = threading.Thread(target=lambda: done.append(predict_photos(predictor, [big], turns=turns)))
+        heavy.start()
+        heavy.join(2)
+        assert heavy.is_alive() and turns.large.waiting == 1  # the big photo waits for the big lane
+    heavy.join(120)
+    assert len(done) == 2 and done[1][0]["error"] is None
+
+
+def _png16(path: Path, w: int, h: int) -> Path:
+    ramp = np.repeat((np.arange(h, dtype=np.uint16)[:, None] * (65535 // max(h - 1, 1))), w, 1)
+    Image.fromarray(ramp).save(path, compress_level=1)
+    return path
+
+
+def test_request_pixel_budget_refuses_photos_past_it_and_keeps_the_others(predictor, tmp_path):
+    from demo.service import predict_photos
+
+    big = [_png16(tmp_path / f"big{i}.png", 400, 300) for i in range(3)]  # 120,000 pixels each
+    rows = predict_photos(predictor, [*big, EXAMPLE], max_pixels=300_000)
+    assert [r["error"] is None for r in rows] == [True, True, False, True]
+    assert rows[2]["error"].startswith("not decoded: it needs 0.12 megapixels and this request's photos already "
+                                       "used 0.24 of the 0.3 megapixels one request may decode")
+
+
 @pytest.mark.slow
 def test_load_test_script_passes_with_a_small_load():
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "load_test.py"), "--clients", "2", "--requests", "2"],

@@ -1,6 +1,8 @@
 """The app in a real browser: Debian's headless Chromium driven by Playwright (no browser download)."""
 from __future__ import annotations
 
+import csv
+import io
 import socket
 from pathlib import Path
 
@@ -59,20 +61,22 @@ def test_upload_predict_and_see_markers_on_the_map(page, tmp_path):
     xss.write_bytes(example.read_bytes())
     bad = tmp_path / "notes.jpg"
     bad.write_text("not a photo")
+    formula = tmp_path / "=1+2.jpg"  # a spreadsheet formula if the CSV wrote it as is
+    formula.write_bytes(example.read_bytes())
 
-    page.locator("#photos input[type=file]").set_input_files([str(example), str(xss), str(bad)])
-    expect(page.locator("#photos a[href*='/gradio_api/file=']")).to_have_count(3, timeout=60_000)  # uploaded
+    page.locator("#photos input[type=file]").set_input_files([str(example), str(xss), str(bad), str(formula)])
+    expect(page.locator("#photos a[href*='/gradio_api/file=']")).to_have_count(4, timeout=60_000)  # uploaded
     page.locator("#locate").click()
 
     results = page.locator("#results")
     expect(results).to_contain_text(example.name, timeout=120_000)
     expect(results).to_contain_text("onmouseover='alert(1)'")  # the name, shown as text
     expect(results).to_contain_text("this is a text file, not an image")
-    expect(page.locator("#problems")).to_contain_text("1 of 3 photos could not be used")
+    expect(page.locator("#problems")).to_contain_text("1 of 4 photos could not be used")
 
     frame = page.frame_locator("#prediction-map iframe")
     markers = frame.locator("path.gm-pred")
-    expect(markers).to_have_count(2, timeout=30_000)  # two photos predicted, the text file is not on the map
+    expect(markers).to_have_count(3, timeout=30_000)  # three photos predicted, the text file is not on the map
     expect(frame.locator(".leaflet-image-layer")).to_have_count(1)  # the campus plan under the points
     markers.last.dispatch_event("click")
     popup = frame.locator(".leaflet-popup-content")
@@ -80,6 +84,11 @@ def test_upload_predict_and_see_markers_on_the_map(page, tmp_path):
     assert "Predicted region" in popup.inner_text()
     expect(page.get_by_role("button", name="Download CSV")).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "predict.png"), full_page=True)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+    assert [r["file"] for r in rows][-1] == "'=1+2.jpg"  # text in a spreadsheet, not a formula
+    assert not rows[0]["latitude"].startswith("'") and isinstance(float(rows[0]["latitude"]), float)  # a number
     assert page.dialogs == []
 
 
