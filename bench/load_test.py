@@ -1,6 +1,14 @@
 """Load test: N concurrent gradio_client clients, M requests each, against a freshly launched app.
 
     python bench/load_test.py --clients 8 --requests 5
+    python bench/load_test.py --scenario pixel-heavy      # one request of 32 near-limit 16-bit PNGs
+
+`--scenario pixel-heavy` (see `run_pixel_heavy`): one client sends 32 copies of an
+8000 x 7999 16-bit PNG (142 KB each, just under the 64-megapixel limit) in one request while
+`--clients` (default 4) clients send one normal photo per request, `--requests` times each; it
+reports the normal requests' latency, the server's resident memory when idle, at its peak and
+after the load, and whether the targets (p95 <= 3 s, peak <= 1.5 GB, after within 200 MB of
+idle) were met.
 
 Starts `python app.py` on a free port as a separate process (so its memory can be measured),
 sends each request a few example photos, every third request with bad files mixed in (an empty
@@ -34,8 +42,8 @@ from bench import free_port, status_kb, wait_ready  # noqa: E402
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--clients", type=int, default=8, help="concurrent clients (N)")
-    p.add_argument("--requests", type=int, default=5, help="requests per client (M)")
+    p.add_argument("--clients", type=int, help="concurrent clients (N; default 8, pixel-heavy: 4)")
+    p.add_argument("--requests", type=int, help="requests per client (M; default 5, pixel-heavy: 3)")
     p.add_argument("--photos", type=int, default=3, help="good photos per request")
     p.add_argument("--photo-px", type=int, default=0, help="resize the example photos to this side first "
                    "(e.g. 4000 for phone-sized photos; 0: as bundled, 128 px)")
@@ -43,7 +51,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-args", default="", help="extra flags for app.py, e.g. '--concurrency 2'")
     p.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for the app")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scenario", choices=("mixed", "pixel-heavy"), default="mixed",
+                   help="mixed: the clients above; pixel-heavy: 32 near-limit 16-bit PNGs in one request while "
+                        "--clients clients (default there: 4) send one normal photo per request")
+    p.add_argument("--heavy-photos", type=int, default=32, help="pixel-heavy: PNGs in the heavy request")
+    p.add_argument("--heavy-lead", type=float, default=2.0,
+                   help="pixel-heavy: seconds between sending the heavy request and starting the normal clients")
+    p.add_argument("--settle", type=float, default=5.0,
+                   help="pixel-heavy: seconds to wait after the load before reading the memory 'after'")
     return p
+
+
+PIXEL_HEAVY_TARGETS = {"normal_p95_s": 3.0, "server_peak_rss_mb": 1536.0, "rss_after_minus_idle_mb": 200.0}
 
 
 def _bad_files(folder: Path, example: Path) -> list[Path]:
@@ -65,6 +84,17 @@ def _resized(photos: list[Path], px: int, folder: Path) -> list[Path]:
     return out
 
 
+def near_limit_png(path: Path) -> Path:
+    """The issue's recipe: 8000 x 7999 16-bit grayscale (just under 64 megapixels), a 142 KB file."""
+    import numpy as np
+    from PIL import Image
+
+    if not path.is_file():
+        Image.fromarray(np.repeat(np.arange(7999, dtype=np.uint16)[:, None] * 8, 8000, 1)).save(path,
+                                                                                             compress_level=9)
+    return path
+
+
 def _percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
@@ -84,28 +114,12 @@ def run(args: argparse.Namespace) -> dict:
     if args.photo_px:
         examples = _resized(examples, args.photo_px, work)
     bad = _bad_files(work, examples[0])
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
-    log = open(work / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), *args.app_args.split()],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    rss_samples: list[int] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            kb = status_kb(proc.pid, "VmRSS")
-            if kb:
-                rss_samples.append(kb)
-            stop.wait(0.2)
-
     latencies: list[float] = []
     failures: list[str] = []
     counts = {"photos_predicted": 0, "bad_files_reported": 0}
     lock = threading.Lock()
 
-    def client_loop(ci: int) -> None:
+    def client_loop(url: str, ci: int) -> None:
         rng = random.Random(args.seed * 1000 + ci)
         try:
             client = Client(url, verbose=False, download_files=False)
@@ -137,33 +151,24 @@ def run(args: argparse.Namespace) -> dict:
 
     wall, alive, peak, idle_rss = 0.0, False, None, None
     try:
-        try:
-            wait_ready(url, proc, args.startup_timeout, poll=0.5)
-        except RuntimeError as exc:
-            failures.append(f"start-up: {exc}; log: {work / 'server.log'}")
-            return _result(args, latencies, failures, counts, wall, idle_rss, peak, alive)
-        idle_rss = status_kb(proc.pid, "VmRSS")
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+        server = Server(work, args.app_args, args.startup_timeout)
+    except RuntimeError as exc:
+        failures.append(str(exc))
+        return _result(args, latencies, failures, counts, wall, idle_rss, peak, alive)
+    try:
+        idle_rss = server.rss_kb()
         t0 = time.perf_counter()
-        threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(args.clients)]
+        threads = [threading.Thread(target=client_loop, args=(server.url, i)) for i in range(args.clients)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-        alive = proc.poll() is None
-        peak = status_kb(proc.pid, "VmHWM") if alive else None
+        alive = server.alive()
+        peak = server.peak_kb() if alive else max((kb for _, kb in server.samples), default=None)
     finally:
-        stop.set()
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-    return _result(args, latencies, failures, counts, wall, idle_rss, peak or (max(rss_samples) if rss_samples
-                                                                              else None), alive)
+        server.close()
+    return _result(args, latencies, failures, counts, wall, idle_rss, peak, alive)
 
 
 def _result(args: argparse.Namespace, latencies: list[float], failures: list[str], counts: dict, wall: float,
@@ -189,8 +194,153 @@ def _mb(kb: int | None) -> float | None:
     return None if kb is None else round(kb / 1024, 1)
 
 
+class Server:
+    """`python app.py` on a free port as its own process, with its resident memory sampled every 0.1 s."""
+
+    def __init__(self, work: Path, app_args: str, startup_timeout: float) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+        self.log_path = work / "server.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port),
+                                      *app_args.split()], cwd=ROOT, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        try:
+            wait_ready(self.url, self.proc, startup_timeout, poll=0.5)
+        except RuntimeError as exc:
+            self.close()
+            raise RuntimeError(f"start-up: {exc}; log: {self.log_path}") from None
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            kb = status_kb(self.proc.pid, "VmRSS")
+            if kb:
+                self.samples.append((time.perf_counter(), kb))
+            self._stop.wait(0.1)
+
+    def rss_kb(self) -> int | None:
+        return status_kb(self.proc.pid, "VmRSS")
+
+    def peak_kb(self) -> int | None:
+        return status_kb(self.proc.pid, "VmHWM")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        self._stop.set()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+def run_pixel_heavy(args: argparse.Namespace) -> dict:
+    """One request of `--heavy-photos` near-limit 16-bit PNGs while `--clients` clients send one normal photo
+    per request (`--requests` each, starting `--heavy-lead` s after it): the normal requests must not starve,
+    and the server's memory must stay bounded and come back."""
+    from gradio_client import Client, handle_file
+
+    from demo.settings import BUNDLED_EXAMPLES, list_images
+
+    work = Path(tempfile.mkdtemp(prefix="geomodel-load-"))
+    big = near_limit_png(work / "big16.png")
+    normal = list_images(BUNDLED_EXAMPLES)
+    out: dict = {"scenario": "pixel-heavy", "heavy_photos": args.heavy_photos, "heavy_png": "8000x7999 16-bit",
+                 "heavy_png_bytes": big.stat().st_size, "clients": args.clients, "requests_per_client": args.requests,
+                 "app_args": args.app_args, "app_root": str(ROOT), "cpu_count": os.cpu_count(),
+                 "load_avg_before": [round(x, 2) for x in os.getloadavg()]}
+    failures: list[str] = []
+    server = Server(work, args.app_args, args.startup_timeout)
+    try:
+        warm = Client(server.url, verbose=False, download_files=False)
+        warm.predict([handle_file(str(normal[0]))], api_name="/predict")  # torch's first-call allocations
+        time.sleep(args.settle)
+        idle = server.rss_kb()
+        heavy: dict = {}
+
+        def send_heavy() -> None:
+            t0 = time.perf_counter()
+            try:
+                client = Client(server.url, verbose=False, download_files=False)
+                table, _ = client.predict([handle_file(str(big))] * args.heavy_photos, api_name="/predict")
+                problem = table["headers"].index("Problem")
+                heavy.update(ok=True, predicted=sum(1 for r in table["data"] if not r[problem]),
+                             refused=[r[problem] for r in table["data"] if r[problem]])
+            except Exception as exc:  # noqa: BLE001 - recorded and reported
+                heavy.update(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
+            heavy["s"] = time.perf_counter() - t0
+
+        latencies: list[float] = []
+        lock = threading.Lock()
+
+        def send_normal(ci: int) -> None:
+            client = Client(server.url, verbose=False, download_files=False)
+            for ri in range(args.requests):
+                photo = normal[(ci + ri) % len(normal)]
+                t0 = time.perf_counter()
+                try:
+                    table, _ = client.predict([handle_file(str(photo))], api_name="/predict")
+                    if not table["data"][0][1]:
+                        raise RuntimeError(f"no prediction: {table['data'][0]}")
+                    with lock:
+                        latencies.append(time.perf_counter() - t0)
+                except Exception as exc:  # noqa: BLE001 - recorded and reported
+                    with lock:
+                        failures.append(f"client {ci} request {ri}: {type(exc).__name__}: {exc}"[:300])
+
+        t0 = time.perf_counter()
+        heavy_thread = threading.Thread(target=send_heavy)
+        heavy_thread.start()
+        time.sleep(args.heavy_lead)
+        clients = [threading.Thread(target=send_normal, args=(i,)) for i in range(args.clients)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join()
+        normal_done = time.perf_counter() - t0
+        heavy_thread.join()
+        time.sleep(args.settle)
+        after = server.rss_kb()
+        peak = server.peak_kb()
+        out.update({
+            "normal_requests": args.clients * args.requests, "normal_ok": len(latencies),
+            "normal_p50_s": _round(_percentile(latencies, 0.5)), "normal_p95_s": _round(_percentile(latencies, 0.95)),
+            "normal_max_s": _round(max(latencies) if latencies else None),
+            "normal_all_done_s": round(normal_done, 2),
+            "heavy_ok": heavy.get("ok"), "heavy_s": _round(heavy.get("s")), "heavy_predicted": heavy.get("predicted"),
+            "heavy_refused": len(heavy.get("refused", [])),
+            "heavy_refusal_example": (heavy.get("refused") or [heavy.get("error")])[0],
+            "server_idle_rss_mb": _mb(idle), "server_peak_rss_mb": _mb(peak), "server_rss_after_mb": _mb(after),
+            "rss_after_minus_idle_mb": _mb(after - idle) if after and idle else None,
+            "server_alive": server.alive(), "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+            "errors": failures[:5] + ([heavy["error"]] if heavy.get("error") else []),
+        })
+    finally:
+        server.close()
+    measured = {k: out.get(k) for k in PIXEL_HEAVY_TARGETS}
+    out["targets"] = PIXEL_HEAVY_TARGETS
+    out["met"] = {k: v is not None and v <= PIXEL_HEAVY_TARGETS[k] for k, v in measured.items()}
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    heavy = args.scenario == "pixel-heavy"
+    args.clients = args.clients or (4 if heavy else 8)
+    args.requests = args.requests or (3 if heavy else 5)
+    if heavy:
+        result = run_pixel_heavy(args)
+        print(json.dumps(result))
+        ok = result.get("heavy_ok") and result.get("normal_ok") == result.get("normal_requests")
+        return 0 if ok and result.get("server_alive") else 1
     result = run(args)
     print(json.dumps(result))
     return 0 if result["failed"] == 0 and result["server_alive"] else 1
