@@ -200,7 +200,10 @@ class Server:
     def __init__(self, work: Path, app_args: str, startup_timeout: float) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
+        # Its own upload folder: Gradio names uploads by content, so in a shared /tmp/gradio this server's
+        # clean-up at exit would delete an identical file (an example photo) another app is still using.
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+               "GRADIO_TEMP_DIR": str(work / "gradio")}
         self.log_path = work / "server.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port),

@@ -299,9 +299,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 # The page carries no explorer data: it arrives from this timer once the predictions are done,
                 # so the page's weight and the app's start-up do not grow with the validation set.
                 timer = gr.Timer(1.0, active=True)
-                timer.tick(lambda c: validation_tick(ctx, c), region, [*explorer, timer], api_visibility="private",
+                timer.tick(_user_facing(lambda c: validation_tick(ctx, c)), region, [*explorer, timer], api_visibility="private",
                            queue=False, show_progress="hidden")
-                region.change(lambda c: validation_view(ctx, c), region, explorer, api_name="validation_view",
+                region.change(_user_facing(lambda c: validation_view(ctx, c)), region, explorer, api_name="validation_view",
                               api_visibility="undocumented", concurrency_limit=4)
             else:
                 gr.Markdown(R.escape_markdown(ctx.validation_problem or ""))
@@ -320,7 +320,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         def run_downloads(rows: list[dict] | None):
             return downloads(ctx, rows)
 
-        table.select(select_row, rows_state, selected, api_visibility="private", queue=False).then(
+        table.select(_user_facing(select_row), rows_state, selected, api_visibility="private", queue=False).then(
             None, selected, None, js=_SELECT_JS, api_visibility="private", queue=False)
 
         outputs = [table, pred_map, rows_state]

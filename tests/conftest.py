@@ -37,3 +37,16 @@ def synthetic_dataset(tmp_path_factory) -> tuple[Path, Path]:
     out = tmp_path_factory.mktemp("syn")
     csv = make_dataset(make_campus(n_regions=3, seed=1), out, n_images=60, image_size=32, seed=0)
     return csv, out / "images"
+
+
+@pytest.fixture(scope="module")
+def private_upload_folder(tmp_path_factory):
+    """Gradio's upload folder for this module's app alone: uploads are stored by content, so in the shared
+    /tmp/gradio another app stopping would delete the identical `empty.jpg` this module's tests upload."""
+    old = os.environ.get("GRADIO_TEMP_DIR")
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
+    yield
+    if old is None:
+        os.environ.pop("GRADIO_TEMP_DIR")
+    else:
+        os.environ["GRADIO_TEMP_DIR"] = old

@@ -416,7 +416,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def running_app():
+def running_app(private_upload_folder):
     """The real app (bundled model) on a free port, with small limits so they are cheap to hit."""
     import app
 

@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url():
+def app_url(private_upload_folder):
     import app
 
     blocks, config = app.build(["--port", str(_free_port())])
