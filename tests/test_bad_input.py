@@ -459,6 +459,26 @@ def test_paths_outside_the_image_folder_are_refused_naming_the_lines(outside_row
     assert image_paths(df, images, csv_path, allow_outside=True)[1] == images / "../private/secret.jpg"
 
 
+def test_a_hugging_face_cache_snapshot_counts_as_inside_but_only_through_its_blobs(tmp_path):
+    """hf:// folders are snapshots whose files are links into the repository's blobs/ (huggingface_hub's layout)."""
+    from geomodel.data.paths import image_paths
+
+    repo = tmp_path / "hub" / "datasets--owner--val"
+    (repo / "blobs").mkdir(parents=True)
+    images = repo / "snapshots" / "0123abcd" / "val" / "images"
+    images.mkdir(parents=True)
+    write(repo / "blobs" / "aaaa", photo())
+    (images / "a.jpg").symlink_to("../../../../blobs/aaaa")
+    write(tmp_path / "secret.jpg", photo())
+    (images / "b.jpg").symlink_to(tmp_path / "secret.jpg")  # a link out of the cache is still outside
+    ok = read_labels(write(tmp_path / "ok.csv", (HEADER + "a.jpg,1,2,1\n").encode()))
+    assert image_paths(ok, images, "ok.csv") == [images / "a.jpg"]
+    bad = read_labels(write(tmp_path / "bad.csv", (HEADER + "a.jpg,1,2,1\nb.jpg,1,2,1\n../../../../blobs/aaaa,1,2,1\n"
+                                                  ).encode()))
+    with pytest.raises(DataError, match="on lines 3, 4;"):  # the link elsewhere, and a name that leaves the folder
+        image_paths(bad, images, "bad.csv")
+
+
 def test_cli_evaluate_reads_nothing_outside_images_unless_allowed(model_dir, outside_rows, tmp_path, capsys):
     images, csv_path, _ = outside_rows
     args = ["evaluate", "--model", str(model_dir), "--csv", str(csv_path), "--images", str(images), "--device", "cpu",

@@ -5,6 +5,11 @@ must not make training, evaluation or the app's validation set open files elsewh
 are compared after resolving symlinks, so a link inside the folder that points out of it is
 outside too. Users whose folder is deliberately made of links to files elsewhere opt out
 (`--allow-outside-images`).
+
+One layout of links is recognised as inside: a folder in a Hugging Face cache snapshot
+(`.../datasets--owner--name/snapshots/<commit>/...`, what `hf://` settings resolve to), whose
+files are links into the same repository's `blobs/`. There a name must still lie inside the
+folder as written (no `..`, not absolute), and its link must end in that repository's `blobs/`.
 """
 from __future__ import annotations
 
@@ -32,9 +37,17 @@ def image_paths(df: pd.DataFrame, images_dir: str | Path, csv: str | Path = "lab
     if allow_outside:
         return paths
     root = Path(os.path.realpath(images_dir))
+    blobs = _hub_blobs(images_dir)
+    written = Path(os.path.abspath(images_dir))
+
+    def inside(path: Path) -> bool:
+        real = Path(os.path.realpath(path))
+        if real.is_relative_to(root):
+            return True
+        return blobs is not None and Path(os.path.abspath(path)).is_relative_to(written) and real.is_relative_to(blobs)
+
     rows = df["row"] if "row" in df else pd.Series(range(len(df)))
-    outside = [(int(row), str(name)) for row, name, path in zip(rows, df["filename"], paths)
-               if not Path(os.path.realpath(path)).is_relative_to(root)]
+    outside = [(int(row), str(name)) for row, name, path in zip(rows, df["filename"], paths) if not inside(path)]
     if outside:
         lines = ", ".join(str(row + 2) for row, _ in outside[:_MAX_LISTED])
         more = f" and {len(outside) - _MAX_LISTED} more" if len(outside) > _MAX_LISTED else ""
@@ -42,3 +55,12 @@ def image_paths(df: pd.DataFrame, images_dir: str | Path, csv: str | Path = "lab
                         f"after following links) on line{'s' if len(outside) > 1 else ''} {lines}{more}; "
                         f"a CSV may only name files inside the folder ({OPT_OUT_FLAG} reads them anyway)")
     return paths
+
+
+def _hub_blobs(images_dir: Path) -> Path | None:
+    """The `blobs/` folder of the Hugging Face cache repository `images_dir` is a snapshot folder of, or None."""
+    for parent in Path(os.path.abspath(images_dir)).parents:
+        if parent.name == "snapshots":
+            blobs = parent.parent / "blobs"
+            return Path(os.path.realpath(blobs)) if blobs.is_dir() else None
+    return None
