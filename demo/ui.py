@@ -299,10 +299,10 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 # The page carries no explorer data: it arrives from this timer once the predictions are done,
                 # so the page's weight and the app's start-up do not grow with the validation set.
                 timer = gr.Timer(1.0, active=True)
-                timer.tick(_user_facing(lambda c: validation_tick(ctx, c)), region, [*explorer, timer], api_visibility="private",
-                           queue=False, show_progress="hidden")
-                region.change(_user_facing(lambda c: validation_view(ctx, c)), region, explorer, api_name="validation_view",
-                              api_visibility="undocumented", concurrency_limit=4)
+                timer.tick(_user_facing(lambda c: validation_tick(ctx, c)), region, [*explorer, timer],
+                           api_visibility="private", queue=False, show_progress="hidden")
+                region.change(_user_facing(lambda c: validation_view(ctx, c)), region, explorer,
+                              api_name="validation_view", api_visibility="undocumented", concurrency_limit=4)
             else:
                 gr.Markdown(R.escape_markdown(ctx.validation_problem or ""))
 
