@@ -84,6 +84,7 @@ def load_context(config: AppConfig) -> AppContext:
             validation = ValidationJob(lambda progress: ValidationSet.compute(
                 predictor, labels, config.val_images, plan=plan, map_height=MAP_HEIGHT + 40, regions=regions,
                 thumbnails=thumbs, progress=progress, allow_outside=config.allow_outside_images), total=len(labels))
+            atexit.register(validation.stop)  # before thumbs.remove (atexit runs last-registered first)
     else:
         problem = "No validation set configured: start the app with --val-csv CSV --val-images FOLDER."
     empty = to_iframe(render_map([], frame=predictor.frame, plan=plan, error_unit=info.error_unit,

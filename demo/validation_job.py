@@ -14,6 +14,11 @@ from demo.validation import ValidationSet
 from geomodel.errors import GeomodelError
 
 Progress = Callable[[int, int], None]  # (photos done, photos in all)
+_STOP_WAIT_S = 60  # how long a stopping app waits for the chunk of photos being predicted
+
+
+class _Stopped(Exception):
+    """Raised from the progress callback, between two chunks, when the app is stopping."""
 
 
 class ValidationJob:
@@ -25,12 +30,15 @@ class ValidationJob:
         self._result: ValidationSet | None = None
         self._problem: str | None = None
         self._finished = threading.Event()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(compute,), name="geomodel-validation", daemon=True)
         self._thread.start()
 
     def _run(self, compute: Callable[[Progress], ValidationSet]) -> None:
         try:
             self._result = compute(self._progress)
+        except _Stopped:
+            self._problem = "the app stopped before the validation set was predicted"
         except GeomodelError as exc:
             self._problem = str(exc)
         except Exception as exc:  # noqa: BLE001 - the explorer says why; the rest of the app keeps working
@@ -40,6 +48,16 @@ class ValidationJob:
 
     def _progress(self, done: int, total: int) -> None:
         self.done_photos, self.total = done, total
+        if self._stopping.is_set():
+            raise _Stopped
+
+    def stop(self, timeout: float = _STOP_WAIT_S) -> bool:
+        """Stop after the chunk being predicted and wait for the thread (at exit: a process that ends
+        while torch runs in a daemon thread is aborted, 'terminate called without an active
+        exception', and skips the rest of its clean-up). False if it was still running at `timeout`."""
+        self._stopping.set()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
     @property
     def ready(self) -> bool:

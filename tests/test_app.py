@@ -863,3 +863,28 @@ def test_bundle_command_line_still_builds_the_committed_model(tmp_path):
         same = {k for k in committed if k not in ("num_regions", "predict_heading", "backbone")}
         assert {k: built[k] for k in same} == {k: committed[k] for k in same}, name
     assert region.match_layers == []
+
+
+def test_stopping_app_stops_the_background_validation_between_chunks():
+    """At exit the explorer's thread is stopped and joined: a process ending while torch runs in a daemon
+    thread is aborted ('terminate called without an active exception') and skips its clean-up."""
+    import threading
+
+    from demo.validation_job import ValidationJob
+
+    chunks = []
+    started = threading.Event()
+
+    def compute(progress):
+        for done in range(1, 1000):
+            chunks.append(done)
+            started.set()
+            time.sleep(0.01)  # one chunk of photos being predicted
+            progress(done, 1000)
+        raise AssertionError("not stopped")
+
+    job = ValidationJob(compute, total=1000)
+    assert started.wait(10)
+    assert job.stop(timeout=10) is True
+    assert job.ready and job.result is None and "stopped" in job.problem
+    assert len(chunks) < 1000
