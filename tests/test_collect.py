@@ -177,10 +177,10 @@ def test_csv_rows_become_entries_and_bad_rows_are_listed(tmp_path):
     c.add_csv(csv)
     assert [(e.filename, e.angle, e.located_by) for e in c.entries] == [("a.jpg", 10.0, "csv"), ("b.png", None, "csv")]
     reasons = {x.source: x.reason for x in c.left_out}
-    assert "latitude 120.000000 is out of range" in reasons[f"{csv} line 5"]
-    assert "outside the images folder" in reasons[f"{csv} line 6"]
-    assert "not found" in reasons[f"{csv} line 7"]
-    assert f"{csv} line 4" in reasons
+    assert "latitude 120.000000 is out of range" in reasons[f"{csv} line 5 (d.jpg)"]
+    assert "outside the images folder" in reasons[f"{csv} line 6 (../secret.jpg)"]
+    assert "not found" in reasons[f"{csv} line 7 (e.jpg)"]
+    assert f"{csv} line 4 (c.jpg)" in reasons
     planar = Collector(tmp_path / "p", CollectConfig(frame="planar"), progress=False)
     csv.write_text("filename,latitude,longitude\na.jpg,220000.5,143000.25\n")
     planar.add_csv(csv)

@@ -261,7 +261,7 @@ class Collector:
         images = Path(self.cfg.images) if self.cfg.images else _default_images(path)
         root = images.resolve()
         for row in self._bar(list(df.itertuples(index=False)), f"rows of {path.name}", "photo"):
-            source = f"{path} line {int(row.row) + 2}"
+            source = f"{path} line {int(row.row) + 2} ({row.filename})"
             image = images / str(row.filename)
             if not image.resolve().is_relative_to(root):
                 self._leave(source, f"{row.filename!r} lies outside the images folder {images}")
