@@ -142,12 +142,10 @@ def test_validation_explorer_shows_every_photo_and_filters(page):
     regions = frame.locator("path.gm-region")
     expect(regions).to_have_count(6)
     assert len(set(regions.evaluate_all(FILLS))) > 1
-    label = frame.locator(".gm-region-label").nth(0)  # a point inside region 1, where its name is written
-    box = label.bounding_box()
-    frame.locator("path.gm-region").nth(0).dispatch_event("click", {"clientX": box["x"], "clientY": box["y"]})
-    popup = frame.locator(".leaflet-popup-content").last
-    expect(popup).to_contain_text("1 · ")
-    text = popup.inner_text()
+    from demo.screenshot import open_region_popup
+
+    text = open_region_popup(page, frame, 1)  # clicked where region 1's name is written
+    assert text.startswith("1 · ")
     assert "photos · accuracy" in text and "median error" in text
     assert "Mistaken for:" in text or "All recognised." in text
     frame.get_by_text("Regions: Median error").click()
