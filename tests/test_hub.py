@@ -198,6 +198,7 @@ def test_check_reports_a_complete_model_and_sizes(cache, capsys, monkeypatch):
     assert re.search(r"coords\.pt +9\.0 MB +served", out) and re.search(r"region_history\.csv .* not needed", out)
     assert "trained on: 732 photos (hold-out 135); 6 regions: 1 Library quarter" in out
     assert "frame: planar" in out and "efficientnet_lite0" in out and "region accuracy 90.4%" in out
+    assert "region polygons: 6 polygons (regions.geojson)" in out
     assert "warning" not in out and out.rstrip().endswith("complete: yes")
     assert main(["check", MODEL]) == 0  # the same through the cache
     out = capsys.readouterr().out

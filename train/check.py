@@ -51,17 +51,16 @@ def inspect(model_dir: Path, *, device: str = "cpu") -> dict:
                 "`git push`: track it with Git LFS (`git lfs track \"*.pt\"`) or upload with `hf upload`, which "
                 f"stores large files with LFS/Xet itself (limit: {LIMIT_SOURCE})"
                 for name, size in files if size > SPACE_FILE_LIMIT]
-    info, regions = None, None
+    info = None
     if not missing:
         try:
             predictor = Predictor.from_dir(model_dir, device=device)
             info = predictor.info()
-            regions = getattr(predictor, "regions", None)  # regions.geojson, for model directories that have it
         except GeomodelError as exc:
             problems.append(f"does not load: {exc}")
     hold_out = _json(model_dir / "region_metrics.json").get("val_size")
     return {"files": [{"name": n, "bytes": s, "role": file_role(n)} for n, s in files], "problems": problems,
-            "warnings": warnings, "info": info, "regions": regions, "hold_out_size": hold_out}
+            "warnings": warnings, "info": info, "hold_out_size": hold_out}
 
 
 def report_lines(model_dir: Path, result: dict, source: str | None = None) -> list[str]:
@@ -84,8 +83,8 @@ def report_lines(model_dir: Path, result: dict, source: str | None = None) -> li
         backbone = info.backbones["region"] + (" (shared by both stages)" if info.layout == "shared" else
                                                f" (regions), {info.backbones['coords']} (coordinates)")
         lines.append(f"  frame: {frame}; backbone: {backbone}; input {info.image_size} px")
-        if result["regions"] is not None:
-            lines.append("  region polygons: regions.geojson")
+        lines.append("  region polygons: " + (info.region_polygons or "none (no regions.geojson: a model directory "
+                                                   "from before models carried them; the maps draw no outlines)"))
         metrics = _metrics_text(info.metrics, info.error_unit)
         if metrics:
             lines.append(f"  hold-out metrics: {metrics}")
