@@ -65,8 +65,11 @@ def run_until(args: list[str], pattern: str, sig: int, log: Path) -> tuple[int, 
     """Run `python -m train ARGS`, send `sig` once a stdout line contains `pattern`; (exit code, output)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     with open(log, "w") as err:
+        # A pytest started in the background by a shell without job control inherits SIGINT
+        # ignored, and so would `train`: give it the default handling a terminal's Ctrl-C meets.
         proc = subprocess.Popen([sys.executable, "-u", "-m", "train", *args], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=err, text=True)
+                                stdout=subprocess.PIPE, stderr=err, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         lines = []
         for line in proc.stdout:
             lines.append(line)
