@@ -9,6 +9,9 @@ the model directory is measured in a fresh process: load time and memory, photos
 the Predictor's default batch (4), one photo per call, and region accuracy on 300
 held-out photos with and without matching. `accuracy_head` / `accuracy_fused` are the
 validation split's (what `fit` chose the fusion weight on); `test_*` the held-out photos'.
+Matching is kept on (`--match-weight`: the best of 0.1 ... 1 on validation) so that the
+gallery's cost is what is measured; `auto_weight` / `accuracy_auto` say what `fit`'s default
+`--match-weight auto` would have chosen from the same validation scores (0: the head alone).
 The largest model's gallery is also tiled `--tile` times (the same photos repeated: size
 and speed alone, no accuracy). `extraction` measures the trunk's feature extraction with
 glibc's default allocator and with `geomodel.runtime.keep_freed_memory` (the allocator
@@ -16,7 +19,7 @@ churn: system time and page faults), each in its own process.
 
 Photos are rendered in blocks of 500 (deterministic, reused) under --work-dir, outside
 the repository; so are the models and each size's feature cache (`--reuse` takes a size's
-earlier fit instead of fitting again, e.g. to split a long run by size). Prints one JSON
+earlier fit made with the same flags instead of fitting again, e.g. to split a long run by size). Prints one JSON
 object with a `sizes` list and the growth factors between consecutive sizes.
 """
 from __future__ import annotations
@@ -38,6 +41,7 @@ from bench import machine  # noqa: E402
 
 BLOCK = 500  # photos rendered per block
 TEST_SEED = 999_999
+MATCH_ON = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -54,6 +58,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--predict-photos", type=int, default=64, help="photos per speed round (batch 4)")
     p.add_argument("--single-photos", type=int, default=12, help="photos predicted one per call")
     p.add_argument("--extraction-photos", type=int, default=96, help="allocator measurement (0: skip)")
+    p.add_argument("--match-weight", default=",".join(str(w) for w in MATCH_ON),
+                   help="fit's --match-weight; the default keeps matching on (the best non-zero weight on "
+                        "validation) so that the gallery's cost is measured; `auto` may turn it off")
     p.add_argument("--fit-args", default="", help="extra flags for `python -m train fit`")
     p.add_argument("--render-only", action="store_true", help="render the photos the sizes need, then stop")
     p.add_argument("--measure", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # internal: child processes
@@ -122,13 +129,17 @@ def _run(cmd: list[str], env: dict | None = None) -> dict:
 
 def fit(work: Path, n: int, csv: Path, args: argparse.Namespace) -> dict:
     out, cache, record = work / f"model-{n}", work / f"cache-{n}", work / f"fit-{n}.json"
+    flags = ["--preset", "cpu-small", "--csv", str(csv), "--images", str(work / "photos"), "--out", str(out),
+             "--cache-dir", str(cache), "--match-weight", args.match_weight, *args.fit_args.split()]
     if args.reuse and record.is_file() and (out / "region.pt").is_file():
-        return {**json.loads(record.read_text()), "reused": True}
+        earlier = json.loads(record.read_text())
+        if earlier.get("flags") == flags:
+            return {**earlier, "reused": True}
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)  # from scratch: no feature of an earlier run
-    run = _run([sys.executable, "-m", "train", "fit", "--preset", "cpu-small", "--csv", str(csv), "--images",
-                str(work / "photos"), "--out", str(out), "--cache-dir", str(cache), *args.fit_args.split()])
+    run = _run([sys.executable, "-m", "train", "fit", *flags])
     result = {k: v for k, v in run.items() if k != "output"}
+    result["flags"] = flags
     result["log_tail"] = [line for line in run["output"].splitlines() if "local matching" in line][-1:]
     record.write_text(json.dumps(result, indent=2))
     return {**result, "reused": False}
@@ -168,6 +179,17 @@ def tile(model_dir: Path, factor: int, dst: Path) -> Path:
     ckpt["metrics"] = {**ckpt["metrics"], "gallery_size": len(state["matcher.regions"])}
     atomic_save(ckpt, dst / "region.pt")
     return dst
+
+
+def _auto_choice(metrics: dict) -> dict:
+    """What `--match-weight auto` would have chosen from the same validation scores (weight 0 = the head)."""
+    from geomodel.engine.fusion import choose_weight
+
+    if "val_head_accuracy" not in metrics:
+        return {}
+    table = [r for r in metrics.get("fusion", []) if r["weight"] > 0]
+    row = choose_weight([{"weight": 0.0, "accuracy": metrics["val_head_accuracy"]}, *table])
+    return {"auto_weight": row["weight"], "accuracy_auto": row["accuracy"]}
 
 
 # ----------------------------------------------------------------------------- child measurements
@@ -279,7 +301,7 @@ def main(args: argparse.Namespace) -> dict:
             "fit_user_s": fitted["user_s"], "fit_sys_s": fitted["sys_s"], "fit_reused": fitted["reused"],
             "accuracy_head": metrics.get("val_head_accuracy", metrics.get("val_accuracy")),
             "accuracy_fused": metrics.get("val_accuracy"), "val_photos": metrics.get("val_size"),
-            "fusion": metrics.get("fusion"),
+            "fusion": metrics.get("fusion"), **_auto_choice(metrics),
             **{k: measured[k] for k in ("test_accuracy_head", "test_accuracy_fused", "load_s",
                                         "rss_after_load_mb")},
             "predict_peak_rss_mb": measured["peak_rss_mb"]})
@@ -312,7 +334,7 @@ def main(args: argparse.Namespace) -> dict:
                       for alloc in ("default", "keep")}
         extraction["photos"] = n
     return {"benchmark": "scale", "recipe": "cpu-small", "regions": args.regions, "image_size": args.image_size,
-            "fit_args": args.fit_args, "test_photos": args.test_photos, "sizes": entries, "growth": growth,
+            "match_weight": args.match_weight, "fit_args": args.fit_args, "test_photos": args.test_photos, "sizes": entries, "growth": growth,
             "extraction": extraction,
             "machine": {**machine(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
             "wall_s": round(time.perf_counter() - began, 1)}

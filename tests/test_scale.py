@@ -266,3 +266,19 @@ def test_allocator_setting_applies_on_linux() -> None:
     TrainConfig(match_weights=[0, 0.5])
     with pytest.raises(ValueError, match="match weights"):
         TrainConfig(match_weights=[1.5])
+
+
+def test_match_weight_flag_takes_auto_one_weight_or_weights_to_choose_from() -> None:
+    from geomodel.config import MATCH_WEIGHTS
+    from train.cli import _configs, get_args_parser
+
+    base = ["fit", "--csv", "labels.csv", "--images", ".", "--out", "model", "--feature-layers", "14,head",
+            "--match-layers", "14,head"]
+    for flag, weights, fixed in (("auto", list(MATCH_WEIGHTS), 0.7), ("0.5", [0.5], 0.5),
+                                 ("0.1,0.3", [0.1, 0.3], 0.7)):
+        _, (region, train), _ = _configs(get_args_parser().parse_args([*base, "--match-weight", flag]))
+        assert train.match_weights == weights and region.match_weight == fixed
+    with pytest.raises(ValueError, match="--match-weight must be 'auto' or numbers"):
+        _configs(get_args_parser().parse_args([*base, "--match-weight", "0.1,high"]))
+    with pytest.raises(ValueError, match="match weights must be in"):
+        _configs(get_args_parser().parse_args([*base, "--match-weight", "0.5,1.5"]))

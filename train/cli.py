@@ -55,7 +55,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                         "training photo and fuse with the head, e.g. 14,head (must be among --feature-layers)")
     g.add_argument("--match-weight", default="auto",
                    help="share of local matching in the fused region probabilities (with --match-layers): "
-                        "auto chooses it on the validation split (0 = off: no gallery is stored), or a number")
+                        "auto chooses it on the validation split (0 = off: no gallery is stored), a number, "
+                        "or comma-separated weights to choose from (e.g. 0.1,0.2,0.5: matching stays on)")
     g.add_argument("--match-shortlist", type=int, default=16,
                    help="gallery photos matched per query photo: the most similar by global descriptor")
     g.add_argument("--match-mode", choices=("region", "photo"), default="region",
@@ -174,9 +175,9 @@ def _configs(args: argparse.Namespace):
         weights = list(MATCH_WEIGHTS)
     else:
         try:
-            weights = [float(args.match_weight)]
+            weights = [float(w) for w in args.match_weight.split(",")]
         except ValueError:
-            raise ValueError(f"--match-weight must be 'auto' or a number in [0, 1], got {args.match_weight!r}") from None
+            raise ValueError(f"--match-weight must be 'auto' or numbers in [0, 1], got {args.match_weight!r}") from None
     train["match_weights"] = weights
     matching = dict(match_layers=[x.strip() for x in args.match_layers.split(",") if x.strip()],
                     match_weight=weights[0] if len(weights) == 1 else 0.7, match_mode=args.match_mode,
