@@ -245,6 +245,22 @@ class Server:
         self._log.close()
 
 
+def _explorer_ready(client: object, timeout: float) -> float | None:
+    """Wait until the app's explorer has predicted its validation set in the background (its memory is
+    then part of the idle size, and its CPU use is over before the load starts); seconds waited, or
+    None for an app without an explorer."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        try:
+            summary = client.predict("All regions", api_name="/validation_view")[0]  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - no explorer endpoint: nothing to wait for
+            return None
+        if "Predicting" not in str(summary):
+            return time.perf_counter() - t0
+        time.sleep(0.5)
+    return None
+
+
 def run_pixel_heavy(args: argparse.Namespace) -> dict:
     """One request of `--heavy-photos` near-limit 16-bit PNGs while `--clients` clients send one normal photo
     per request (`--requests` each, starting `--heavy-lead` s after it): the normal requests must not starve,
@@ -264,6 +280,7 @@ def run_pixel_heavy(args: argparse.Namespace) -> dict:
     server = Server(work, args.app_args, args.startup_timeout)
     try:
         warm = Client(server.url, verbose=False, download_files=False)
+        out["explorer_ready_s"] = _round(_explorer_ready(warm, args.startup_timeout))
         warm.predict([handle_file(str(normal[0]))], api_name="/predict")  # torch's first-call allocations
         time.sleep(args.settle)
         idle = server.rss_kb()
