@@ -57,6 +57,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-photos", type=int, default=300, help="held-out photos for test accuracy")
     p.add_argument("--predict-photos", type=int, default=64, help="photos per speed round (batch 4)")
     p.add_argument("--single-photos", type=int, default=12, help="photos predicted one per call")
+    p.add_argument("--rounds", type=int, default=3, help="speed rounds per model (the median is reported)")
     p.add_argument("--extraction-photos", type=int, default=96, help="allocator measurement (0: skip)")
     p.add_argument("--match-weight", default=",".join(str(w) for w in MATCH_ON),
                    help="fit's --match-weight; the default keeps matching on (the best non-zero weight on "
@@ -196,7 +197,7 @@ def _auto_choice(metrics: dict) -> dict:
 
 
 def _measure_predict(model_dir: str, test_csv: str, images: str, predict_photos: str, single_photos: str,
-                     accuracy: str) -> dict:
+                     rounds: str, accuracy: str) -> dict:
     """In a fresh process: load, memory, photos/s at batch 4, one photo per call, held-out accuracy."""
     from bench import status_kb
     from geomodel.runtime import keep_freed_memory
@@ -216,7 +217,7 @@ def _measure_predict(model_dir: str, test_csv: str, images: str, predict_photos:
     singles = paths[int(predict_photos):int(predict_photos) + int(single_photos)]
     predictor.predict(batch[:4])  # warm-up: first calls allocate and pick kernels
     rates, single = [], []
-    for _ in range(2):
+    for _ in range(int(rounds)):
         t = time.perf_counter()
         predictor.predict(batch)
         rates.append(len(batch) / (time.perf_counter() - t))
@@ -290,7 +291,7 @@ def main(args: argparse.Namespace) -> dict:
         out = work / f"model-{n}"
         metrics = json.loads((out / "region_metrics.json").read_text())
         measured = _child("predict", str(out), str(test_csv), str(images), str(args.predict_photos),
-                          str(args.single_photos), "1")
+                          str(args.single_photos), str(args.rounds), "1")
         size = model_bytes(out)
         gallery = metrics.get("gallery_size", 0)
         entries.append({
@@ -309,7 +310,7 @@ def main(args: argparse.Namespace) -> dict:
         n = sizes[-1]
         tiled = tile(work / f"model-{n}", args.tile, work / f"model-{n}-x{args.tile}")
         measured = _child("predict", str(tiled), str(test_csv), str(images), str(args.predict_photos),
-                          str(args.single_photos), "0")
+                          str(args.single_photos), str(args.rounds), "0")
         size = model_bytes(tiled)
         gallery = entries[-1]["gallery_photos"] * args.tile
         entries.append({"collection_photos": None, "gallery_photos": gallery, "tiled_from": n,
@@ -334,7 +335,8 @@ def main(args: argparse.Namespace) -> dict:
                       for alloc in ("default", "keep")}
         extraction["photos"] = n
     return {"benchmark": "scale", "recipe": "cpu-small", "regions": args.regions, "image_size": args.image_size,
-            "match_weight": args.match_weight, "fit_args": args.fit_args, "test_photos": args.test_photos, "sizes": entries, "growth": growth,
+            "match_weight": args.match_weight, "fit_args": args.fit_args, "predict_photos": args.predict_photos,
+            "single_photos": args.single_photos, "rounds": args.rounds, "test_photos": args.test_photos, "sizes": entries, "growth": growth,
             "extraction": extraction,
             "machine": {**machine(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
             "wall_s": round(time.perf_counter() - began, 1)}
