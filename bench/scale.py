@@ -7,7 +7,9 @@ of N labelled photos is trained with the `cpu-small` recipe (`python -m train fi
 --preset cpu-small`, in its own process: wall time, peak RSS, user/system CPU time), and
 the model directory is measured in a fresh process: load time and memory, photos/s at
 the Predictor's default batch (4), one photo per call, and region accuracy on 300
-held-out photos with and without matching. `accuracy_head` / `accuracy_fused` are the
+held-out photos with and without matching; `matching_s_per_batch` times the matching step
+alone (shortlist, codes read and decoded, matching) for a batch of 4, the part that depends on
+the gallery. `accuracy_head` / `accuracy_fused` are the
 validation split's (what `fit` chose the fusion weight on); `test_*` the held-out photos'.
 Matching is kept on (`--match-weight`: the best of 0.1 ... 1 on validation) so that the
 gallery's cost is what is measured; `auto_weight` / `accuracy_auto` say what `fit`'s default
@@ -227,7 +229,7 @@ def _measure_predict(model_dir: str, test_csv: str, images: str, predict_photos:
             single.append(time.perf_counter() - t)
     out = {"load_s": round(load_s, 2), "rss_after_load_mb": round(rss_loaded / 1024),
            "photos_per_s": round(statistics.median(rates), 2), "single_photo_s": round(statistics.median(single), 4),
-           "matching": predictor.region_model.matching}
+           "matching": predictor.region_model.matching, "matching_s_per_batch": _matching_time(predictor, batch[:4])}
     if accuracy == "1":
         truth = df["Region_ID"].to_numpy()
         fused = [r["region_id"] for r in predictor.predict(paths)]
@@ -237,6 +239,28 @@ def _measure_predict(model_dir: str, test_csv: str, images: str, predict_photos:
         out["test_accuracy_head"] = round(float((truth == head).mean()), 4)
     out["peak_rss_mb"] = round(status_kb(os.getpid(), "VmHWM") / 1024)
     return out
+
+
+def _matching_time(predictor, paths: list[Path], repeats: int = 20) -> float | None:
+    """Seconds the matching step alone (shortlist, reading and decoding the shortlisted photos'
+    codes, matching) takes for one batch: the part of prediction that depends on the gallery."""
+    import torch
+
+    from geomodel.data.images import load_image
+
+    model = predictor.region_model
+    if not model.matching:
+        return None
+    with torch.inference_mode():
+        x = torch.stack([predictor._tf_region(load_image(p)) for p in paths])
+        feats, maps = model.forward_features_and_maps(x)
+        model.matcher(maps, feats)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model.matcher(maps, feats)
+            times.append(time.perf_counter() - t)
+    return round(statistics.median(times), 5)
 
 
 def _measure_extraction(allocator: str, n: str, images_csv: str, images: str) -> dict:
@@ -303,8 +327,8 @@ def main(args: argparse.Namespace) -> dict:
             "accuracy_head": metrics.get("val_head_accuracy", metrics.get("val_accuracy")),
             "accuracy_fused": metrics.get("val_accuracy"), "val_photos": metrics.get("val_size"),
             "fusion": metrics.get("fusion"), **_auto_choice(metrics),
-            **{k: measured[k] for k in ("test_accuracy_head", "test_accuracy_fused", "load_s",
-                                        "rss_after_load_mb")},
+            **{k: measured[k] for k in ("matching_s_per_batch", "test_accuracy_head", "test_accuracy_fused",
+                                        "load_s", "rss_after_load_mb")},
             "predict_peak_rss_mb": measured["peak_rss_mb"]})
     if args.tile > 1 and entries and entries[-1]["gallery_photos"]:
         n = sizes[-1]
@@ -315,7 +339,8 @@ def main(args: argparse.Namespace) -> dict:
         gallery = entries[-1]["gallery_photos"] * args.tile
         entries.append({"collection_photos": None, "gallery_photos": gallery, "tiled_from": n,
                         "match_weight": entries[-1]["match_weight"], "photos_per_s": measured["photos_per_s"],
-                        "single_photo_s": measured["single_photo_s"], **size,
+                        "single_photo_s": measured["single_photo_s"],
+                        "matching_s_per_batch": measured["matching_s_per_batch"], **size,
                         "bytes_per_gallery_photo": round(size["model_bytes"] / gallery), "fit_s": None,
                         "peak_rss_mb": None, "accuracy_head": None, "accuracy_fused": None,
                         "load_s": measured["load_s"], "rss_after_load_mb": measured["rss_after_load_mb"],
@@ -326,7 +351,8 @@ def main(args: argparse.Namespace) -> dict:
             return round(b[key] / a[key], 3) if a.get(key) and b.get(key) else None
 
         growth.append({"from": a["gallery_photos"], "to": b["gallery_photos"], "photos": ratio("gallery_photos"),
-                       **{k: ratio(k) for k in ("photos_per_s", "single_photo_s", "model_bytes", "fit_s",
+                       **{k: ratio(k) for k in ("photos_per_s", "single_photo_s", "matching_s_per_batch",
+                                                "model_bytes", "fit_s",
                                                 "peak_rss_mb", "load_s", "rss_after_load_mb")}})
     extraction = {}
     if args.extraction_photos:
