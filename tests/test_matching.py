@@ -129,6 +129,7 @@ def test_fit_with_matching_stores_a_gallery_the_predictor_uses(synthetic_dataset
 
     predictor = Predictor.from_dir(out, device="cpu")
     assert predictor.region_model.matcher.ready and predictor.region_model.matcher.compact
+    assert isinstance(predictor.region_model.matcher.codes, np.memmap)  # mapped at load, not read into memory
     assert "state_dict" not in predictor.region_ckpt  # the weights live in the models only
     labels = pd.read_csv(csv).head(4)
     photos = [images / f for f in labels["filename"]]
