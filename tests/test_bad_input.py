@@ -592,6 +592,23 @@ def test_fit_refuses_region_ids_with_gaps_naming_the_line(tmp_path, synthetic_da
     assert not (tmp_path / "run" / "region_last.pt").exists()
 
 
+def test_cpu_small_with_another_backbone_is_one_line_not_a_traceback(tmp_path, synthetic_dataset, capsys):
+    """cpu-small matches EfficientNet-Lite block maps: with resnet18 the fit stops before any work, saying
+    which flags make it a head-only model."""
+    csv_path, images = synthetic_dataset
+    base = ["fit", "--preset", "cpu-small", "--csv", str(csv_path), "--images", str(images),
+            "--backbone", "resnet18", "--pretrained", "none", "--image-size", "32", "--epochs", "1",
+            "--coords-epochs", "1", "--device", "cpu"]
+    rc = main([*base, "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.startswith("error: feature layers") and "need an efficientnet_lite* backbone" in err
+    assert not (tmp_path / "run").exists()
+    rc = main([*base, "--out", str(tmp_path / "ok"), "--feature-layers", "head", "--match-layers", ""])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "ok" / "region.pt").exists()
+
+
 def test_explicit_num_regions_warns_once_per_empty_region(synthetic_dataset):
     csv_path, images = synthetic_dataset
     prep = prepare_data(csv_path, images, data_cfg=DataConfig(image_size=32, num_regions=5), check=False)
