@@ -5,9 +5,13 @@
 For every size N, a synthetic campus (`geomodel.synthetic`, 12 regions, 256 px photos)
 of N labelled photos is trained with the `cpu-small` recipe (`python -m train fit
 --preset cpu-small`, in its own process: wall time, peak RSS, user/system CPU time), and
-the model directory is measured in a fresh process: load time and memory, photos/s at
-the Predictor's default batch (4), one photo per call, and region accuracy on 300
-held-out photos with and without matching; `matching_s_per_batch` times the matching step
+each model directory is measured in a fresh process: load time and memory, and region
+accuracy on 300 held-out photos with and without matching. Speed (photos/s at the
+Predictor's default batch of 4, and one photo per call) is measured afterwards in one process
+holding every model, interleaved round by round with the order rotated (A B C, B C A,
+C A B, ...; same threads, a warm-up for each), so that load from other processes on a shared
+machine falls on every size alike: the median per model is reported, and for each growth the
+ratio within each round and their median; `matching_s_per_batch` times the matching step
 alone (shortlist, codes read and decoded, matching) for a batch of 4, the part that depends on
 the gallery. `accuracy_head` / `accuracy_fused` are the
 validation split's (what `fit` chose the fusion weight on); `test_*` the held-out photos'.
@@ -59,7 +63,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-photos", type=int, default=300, help="held-out photos for test accuracy")
     p.add_argument("--predict-photos", type=int, default=64, help="photos per speed round (batch 4)")
     p.add_argument("--single-photos", type=int, default=12, help="photos predicted one per call")
-    p.add_argument("--rounds", type=int, default=3, help="speed rounds per model (the median is reported)")
+    p.add_argument("--rounds", type=int, default=6, help="speed rounds; every model is timed once per round, "
+                   "in rotated order (the median is reported)")
     p.add_argument("--extraction-photos", type=int, default=96, help="allocator measurement (0: skip)")
     p.add_argument("--match-weight", default=",".join(str(w) for w in MATCH_ON),
                    help="fit's --match-weight; the default keeps matching on (the best non-zero weight on "
@@ -198,9 +203,8 @@ def _auto_choice(metrics: dict) -> dict:
 # ----------------------------------------------------------------------------- child measurements
 
 
-def _measure_predict(model_dir: str, test_csv: str, images: str, predict_photos: str, single_photos: str,
-                     rounds: str, accuracy: str) -> dict:
-    """In a fresh process: load, memory, photos/s at batch 4, one photo per call, held-out accuracy."""
+def _measure_predict(model_dir: str, test_csv: str, images: str, accuracy: str) -> dict:
+    """In a fresh process: load time and memory, the matching step's time and held-out accuracy."""
     from bench import status_kb
     from geomodel.runtime import keep_freed_memory
 
@@ -215,21 +219,8 @@ def _measure_predict(model_dir: str, test_csv: str, images: str, predict_photos:
     rss_loaded = status_kb(os.getpid(), "VmRSS")
     df = pd.read_csv(test_csv)
     paths = [Path(images) / f for f in df["filename"]]
-    batch = paths[:int(predict_photos)]
-    singles = paths[int(predict_photos):int(predict_photos) + int(single_photos)]
-    predictor.predict(batch[:4])  # warm-up: first calls allocate and pick kernels
-    rates, single = [], []
-    for _ in range(int(rounds)):
-        t = time.perf_counter()
-        predictor.predict(batch)
-        rates.append(len(batch) / (time.perf_counter() - t))
-        for p in singles:
-            t = time.perf_counter()
-            predictor.predict([p])
-            single.append(time.perf_counter() - t)
     out = {"load_s": round(load_s, 2), "rss_after_load_mb": round(rss_loaded / 1024),
-           "photos_per_s": round(statistics.median(rates), 2), "single_photo_s": round(statistics.median(single), 4),
-           "matching": predictor.region_model.matching, "matching_s_per_batch": _matching_time(predictor, batch[:4])}
+           "matching": predictor.region_model.matching, "matching_s_per_batch": _matching_time(predictor, paths[:4])}
     if accuracy == "1":
         truth = df["Region_ID"].to_numpy()
         fused = [r["region_id"] for r in predictor.predict(paths)]
@@ -239,6 +230,44 @@ def _measure_predict(model_dir: str, test_csv: str, images: str, predict_photos:
         out["test_accuracy_head"] = round(float((truth == head).mean()), 4)
     out["peak_rss_mb"] = round(status_kb(os.getpid(), "VmHWM") / 1024)
     return out
+
+
+def _measure_speed(test_csv: str, images: str, predict_photos: str, single_photos: str, rounds: str,
+                   *model_dirs: str) -> dict:
+    """In one process, every model loaded: photos/s at batch 4 and one photo per call, the models
+    interleaved round by round (A B C, B C A, C A B, ...) so that load from other processes on a
+    shared machine falls on all of them alike instead of on whichever was timed in its own block."""
+    from geomodel.runtime import keep_freed_memory
+
+    keep_freed_memory()
+    import pandas as pd
+    import torch
+
+    from geomodel.predictor import Predictor
+
+    predictors = [Predictor.from_dir(d, device="cpu") for d in model_dirs]
+    paths = [Path(images) / f for f in pd.read_csv(test_csv)["filename"]]
+    batch = paths[:int(predict_photos)]
+    singles = paths[int(predict_photos):int(predict_photos) + int(single_photos)]
+    for predictor in predictors:  # warm-up: first calls allocate and pick kernels
+        predictor.predict(batch[:4])
+        predictor.predict(singles[:1])
+    n = len(predictors)
+    rates = [[0.0] * n for _ in range(int(rounds))]  # [round][model]
+    single: list[list[float]] = [[] for _ in range(n)]
+    for r in range(int(rounds)):
+        for i in [(r + k) % n for k in range(n)]:
+            t = time.perf_counter()
+            predictors[i].predict(batch)
+            rates[r][i] = len(batch) / (time.perf_counter() - t)
+            for p in singles:
+                t = time.perf_counter()
+                predictors[i].predict([p])
+                single[i].append(time.perf_counter() - t)
+    return {"threads": torch.get_num_threads(),
+            "photos_per_s": [round(statistics.median(row[i] for row in rates), 2) for i in range(n)],
+            "single_photo_s": [round(statistics.median(s), 4) for s in single],
+            "photos_per_s_by_round": [[round(x, 2) for x in row] for row in rates]}
 
 
 def _matching_time(predictor, paths: list[Path], repeats: int = 20) -> float | None:
@@ -314,14 +343,12 @@ def main(args: argparse.Namespace) -> dict:
         fitted = fit(work, n, csv, args)
         out = work / f"model-{n}"
         metrics = json.loads((out / "region_metrics.json").read_text())
-        measured = _child("predict", str(out), str(test_csv), str(images), str(args.predict_photos),
-                          str(args.single_photos), str(args.rounds), "1")
+        measured = _child("predict", str(out), str(test_csv), str(images), "1")
         size = model_bytes(out)
         gallery = metrics.get("gallery_size", 0)
         entries.append({
             "collection_photos": n, "gallery_photos": gallery, "match_weight": metrics.get("match_weight"),
-            "photos_per_s": measured["photos_per_s"], "single_photo_s": measured["single_photo_s"],
-            **size, "bytes_per_gallery_photo": round(size["model_bytes"] / gallery) if gallery else None,
+            "model_dir": str(out), **size, "bytes_per_gallery_photo": round(size["model_bytes"] / gallery) if gallery else None,
             "fit_s": fitted["wall_s"], "peak_rss_mb": fitted["peak_rss_mb"],
             "fit_user_s": fitted["user_s"], "fit_sys_s": fitted["sys_s"], "fit_reused": fitted["reused"],
             "accuracy_head": metrics.get("val_head_accuracy", metrics.get("val_accuracy")),
@@ -333,18 +360,21 @@ def main(args: argparse.Namespace) -> dict:
     if args.tile > 1 and entries and entries[-1]["gallery_photos"]:
         n = sizes[-1]
         tiled = tile(work / f"model-{n}", args.tile, work / f"model-{n}-x{args.tile}")
-        measured = _child("predict", str(tiled), str(test_csv), str(images), str(args.predict_photos),
-                          str(args.single_photos), str(args.rounds), "0")
+        measured = _child("predict", str(tiled), str(test_csv), str(images), "0")
         size = model_bytes(tiled)
         gallery = entries[-1]["gallery_photos"] * args.tile
         entries.append({"collection_photos": None, "gallery_photos": gallery, "tiled_from": n,
-                        "match_weight": entries[-1]["match_weight"], "photos_per_s": measured["photos_per_s"],
-                        "single_photo_s": measured["single_photo_s"],
+                        "match_weight": entries[-1]["match_weight"], "model_dir": str(tiled),
                         "matching_s_per_batch": measured["matching_s_per_batch"], **size,
                         "bytes_per_gallery_photo": round(size["model_bytes"] / gallery), "fit_s": None,
                         "peak_rss_mb": None, "accuracy_head": None, "accuracy_fused": None,
                         "load_s": measured["load_s"], "rss_after_load_mb": measured["rss_after_load_mb"],
                         "predict_peak_rss_mb": measured["peak_rss_mb"]})
+    speed = _child("speed", str(test_csv), str(images), str(args.predict_photos), str(args.single_photos),
+                   str(args.rounds), *(e.pop("model_dir") for e in entries))
+    for i, e in enumerate(entries):
+        e.update(photos_per_s=speed["photos_per_s"][i], single_photo_s=speed["single_photo_s"][i],
+                 photos_per_s_by_round=[row[i] for row in speed["photos_per_s_by_round"]])
     growth = []
     for a, b in zip(entries, entries[1:]):
         def ratio(key: str) -> float | None:
@@ -354,6 +384,9 @@ def main(args: argparse.Namespace) -> dict:
                        **{k: ratio(k) for k in ("photos_per_s", "single_photo_s", "matching_s_per_batch",
                                                 "model_bytes", "fit_s",
                                                 "peak_rss_mb", "load_s", "rss_after_load_mb")}})
+        # the same round's rates: both models timed within seconds of each other, under the same load
+        by_round = [round(y / x, 3) for x, y in zip(a["photos_per_s_by_round"], b["photos_per_s_by_round"])]
+        growth[-1].update(photos_per_s_by_round=by_round, photos_per_s_median_of_rounds=statistics.median(by_round))
     extraction = {}
     if args.extraction_photos:
         n = min(args.extraction_photos, len(pd.read_csv(test_csv)))
@@ -362,7 +395,8 @@ def main(args: argparse.Namespace) -> dict:
         extraction["photos"] = n
     return {"benchmark": "scale", "recipe": "cpu-small", "regions": args.regions, "image_size": args.image_size,
             "match_weight": args.match_weight, "fit_args": args.fit_args, "predict_photos": args.predict_photos,
-            "single_photos": args.single_photos, "rounds": args.rounds, "test_photos": args.test_photos, "sizes": entries, "growth": growth,
+            "single_photos": args.single_photos, "rounds": args.rounds, "speed_threads": speed["threads"],
+            "test_photos": args.test_photos, "sizes": entries, "growth": growth,
             "extraction": extraction,
             "machine": {**machine(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
             "wall_s": round(time.perf_counter() - began, 1)}
@@ -373,6 +407,7 @@ if __name__ == "__main__":
     parsed = get_args_parser().parse_args()
     if parsed.measure:
         kind, *rest = parsed.measure
-        print(json.dumps(_measure_predict(*rest) if kind == "predict" else _measure_extraction(*rest)))
+        measure = {"predict": _measure_predict, "speed": _measure_speed, "extract": _measure_extraction}[kind]
+        print(json.dumps(measure(*rest)))
     else:
         print(json.dumps(main(parsed), indent=2))
