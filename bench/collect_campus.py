@@ -1,6 +1,6 @@
 """The real campus photos as a phone would have taken them: GPS in their EXIF, then collect, fit, evaluate.
 
-    flock /work/bench.lock python bench/collect_campus.py [--k 15] [--out DIR]
+    python bench/collect_campus.py [--k 15] [--out DIR]
 
 Copies the campus photos (`../shared/data/campus`) into a temporary folder (never the repo),
 writing each one's position into its EXIF GPS tags (and its heading into GPSImgDirection) with

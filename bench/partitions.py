@@ -1,6 +1,6 @@
 """Automatic regions on the real campus photos: which partitioning trains the better model?
 
-    flock /work/bench.lock python bench/partitions.py [--k 15] [--seeds 0 1] [--methods original kd balanced-kmeans]
+    python bench/partitions.py [--k 15] [--seeds 0 1] [--methods original kd balanced-kmeans]
 
 The README's fixed split (`train split --fraction 0.3 --seed 0`, stratified by the original
 labels) holds out 72 photos. For each method the training photos' positions are partitioned

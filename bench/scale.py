@@ -1,6 +1,6 @@
 """Scale: fit time, peak memory, model size, prediction speed and accuracy as the collection grows.
 
-    flock /work/bench.lock python bench/scale.py [--sizes 650,6500] [--tile 10] [--work-dir DIR] [--reuse]
+    python bench/scale.py [--sizes 650,6500] [--tile 10] [--work-dir DIR] [--reuse]
 
 For every size N, a synthetic campus (`geomodel.synthetic`, 12 regions, 256 px photos)
 of N labelled photos is trained with the `cpu-small` recipe (`python -m train fit

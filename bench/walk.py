@@ -1,6 +1,6 @@
 """What longer walks buy: accuracy on held-out photos after 1, 2 and 5 minutes of walking per region.
 
-    flock /work/bench.lock python bench/walk.py [--minutes 1,2,5] [--regions 6] [--out DIR]
+    python bench/walk.py [--minutes 1,2,5] [--regions 6] [--out DIR]
 
 On `geomodel.synthetic`'s demo campus (6 regions, 1 km across), a walker films a walk in every
 region at walking speed (1.4 m/s, with pauses) while a GPS app records the track with realistic,
