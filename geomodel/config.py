@@ -106,8 +106,8 @@ class ModelConfig:
             raise ValueError("feature_layers must name at least one layer (e.g. ['head'])")
         if self.feature_layers != ["head"] and not self.backbone.startswith("efficientnet_lite"):
             raise ValueError(f"feature layers {self.feature_layers} (and local matching) need an efficientnet_lite* "
-                             f"backbone; {self.backbone} gives its final layer only: use --feature-layers head "
-                             "--match-layers ''")
+                             f"backbone; {self.backbone} gives its final layer only (a head-only fit: --feature-layers head "
+                             "--match-layers '')")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         self.match_layers = [str(layer) for layer in self.match_layers]

@@ -99,7 +99,7 @@ def test_cli_writes_the_curve_and_leaves_bad_photos_out(synthetic_dataset, tmp_p
     assert "gallery shares must be in (0, 1]" in capsys.readouterr().err
     assert main(["learning-curve", "--csv", str(tmp_path / "labels.csv"), "--images", str(folder), "--out", str(out),
                  "--backbone", "resnet18", "--pretrained", "none"]) == 2
-    assert "only supported for efficientnet_lite" in capsys.readouterr().err
+    assert "need an efficientnet_lite* backbone" in capsys.readouterr().err
 
 
 @pytest.mark.slow
