@@ -6,12 +6,15 @@ move with whatever else the machine is doing (see `machine()["load_avg"]`).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMPUS = ROOT.parent / "shared" / "data" / "campus"
@@ -68,6 +71,37 @@ def status_kb(pid: int, key: str) -> int | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+class RunningApp(NamedTuple):
+    proc: subprocess.Popen
+    url: str
+    launched: float  # time.perf_counter() when the process was started
+    ready_s: float  # seconds from the launch until the app answered
+
+
+@contextlib.contextmanager
+def running_app(root: Path, app_args: list[str], env: dict[str, str], log: Path, startup_timeout: float):
+    """`python app.py` from `root` on a free port, logging to `log`: yields a RunningApp; a start-up
+    failure exits with the log's tail; the app is stopped at exit."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "w") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port), *app_args],
+                                cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            try:
+                wait_ready(url, proc, startup_timeout, poll=0.1)
+            except RuntimeError as exc:
+                raise SystemExit(f"{exc}\n{log.read_text()[-3000:]}") from None
+            yield RunningApp(proc, url, start, time.perf_counter() - start)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float, poll: float = 0.2) -> None:

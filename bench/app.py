@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import free_port, machine, photos, status_kb, wait_ready  # noqa: E402
+from bench import machine, photos, running_app, status_kb  # noqa: E402
 
 # Runs in a fresh interpreter: argv[1] = JSON list of app flags, argv[2] = JSON list of photo paths.
 _COLD = r"""
@@ -133,30 +133,13 @@ def main(args: argparse.Namespace) -> dict:
             raise SystemExit(f"cold-start measurement failed:\n{cold.stderr[-3000:]}")
         cold_s = {k: round(v, 3) for k, v in json.loads(cold.stdout.strip().splitlines()[-1]).items()}
 
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        with open(tmp / "server.log", "w") as log:
-            start = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), *app_args],
-                                    cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-            try:
-                try:
-                    wait_ready(url, proc, args.startup_timeout, poll=0.1)
-                except RuntimeError as exc:
-                    raise SystemExit(f"{exc}\n{(tmp / 'server.log').read_text()[-3000:]}") from None
-                ready_s = time.perf_counter() - start
-                idle_mb = _mb(status_kb(proc.pid, "VmRSS"))
-                client = Client(url, verbose=False, download_files=False)
-                _call(client, singles[:1])  # warm-up: first request sets up the queue and kernels
-                one = sorted(_call(client, [p]) for p in singles)
-                multi_s = _call(client, multi)
-                peak_mb = _mb(status_kb(proc.pid, "VmHWM"))
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        with running_app(ROOT, app_args, env, tmp / "server.log", args.startup_timeout) as (proc, url, _, ready_s):
+            idle_mb = _mb(status_kb(proc.pid, "VmRSS"))
+            client = Client(url, verbose=False, download_files=False)
+            _call(client, singles[:1])  # warm-up: first request sets up the queue and kernels
+            one = sorted(_call(client, [p]) for p in singles)
+            multi_s = _call(client, multi)
+            peak_mb = _mb(status_kb(proc.pid, "VmHWM"))
 
     p50 = statistics.median(one)
     predictor_s, handler_s = cold_s.pop("predictor_s_per_photo"), cold_s.pop("handler_s_per_photo")
@@ -202,61 +185,45 @@ def explorer(args: argparse.Namespace) -> dict:
             csv = make_dataset(plan, tmp / f"val{n}", n_images=n, image_size=64, seed=7000 + n,
                                filename_prefix="val", image_format="jpg")
             render_s = time.perf_counter() - t0
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            cmd = [sys.executable, str(args.app_root / "app.py"), "--port", str(port), "--val-csv", str(csv),
-                   "--val-images", str(csv.parent / "images")]
-            with open(tmp / f"server{n}.log", "w") as log:
-                start = time.perf_counter()
-                proc = subprocess.Popen(cmd, cwd=args.app_root, env=env, stdout=log, stderr=subprocess.STDOUT)
-                try:
-                    try:
-                        wait_ready(url, proc, args.startup_timeout, poll=0.1)
-                    except RuntimeError as exc:
-                        raise SystemExit(f"{exc}\n{(tmp / f'server{n}.log').read_text()[-3000:]}") from None
-                    ready_s = time.perf_counter() - start
-                    config = httpx.get(url + "/config", timeout=60).text
-                    values = [c.get("props", {}).get("value") for c in json.loads(config).get("components", [])]
-                    val_html = next((v for v in values if isinstance(v, str) and "Validation: All regions"
-                                     in unescape(v)), None)
-                    explorer_s = ready_s
-                    if val_html is None:  # computed in the background: ask the explorer until it has its map
-                        from gradio_client import Client
+            app_args = ["--val-csv", str(csv), "--val-images", str(csv.parent / "images")]
+            with running_app(args.app_root, app_args, env, tmp / f"server{n}.log",
+                             args.startup_timeout) as (proc, url, start, ready_s):
+                config = httpx.get(url + "/config", timeout=60).text
+                values = [c.get("props", {}).get("value") for c in json.loads(config).get("components", [])]
+                val_html = next((v for v in values if isinstance(v, str) and "Validation: All regions"
+                                 in unescape(v)), None)
+                explorer_s = ready_s
+                if val_html is None:  # computed in the background: ask the explorer until it has its map
+                    from gradio_client import Client
 
-                        client = Client(url, verbose=False, download_files=False)
-                        while True:
-                            _, val_html, _ = client.predict("All regions", api_name="/validation_view")
-                            if "srcdoc=" in val_html:
-                                break
-                            if time.perf_counter() - start > args.startup_timeout:
-                                raise SystemExit(f"the explorer was not ready within {args.startup_timeout} s")
-                            time.sleep(0.2)
-                        explorer_s = time.perf_counter() - start
-                    val_map = unescape(re.search(r'srcdoc="([^"]*)"', val_html).group(1))
-                    thumb_urls = re.findall(r"gradio_api/file=[^\"\\]+?\.jpg", val_map)
-                    served = None
-                    if thumb_urls:
-                        r = httpx.get(f"{url}/{thumb_urls[0]}", timeout=30)
-                        served = {"status": r.status_code, "content_type": r.headers.get("content-type"),
-                                  "bytes": len(r.content)}
-                    results.append({
-                        "validation_photos": n,
-                        "ready_s": round(ready_s, 2),  # the app answers (the Predict tab works)
-                        "explorer_ready_s": round(explorer_s, 2),  # the explorer has its map
-                        "config_bytes": len(config.encode("utf-8")),
-                        "validation_map_bytes": len(val_html.encode("utf-8")),
-                        "inlined_thumbnails": val_map.count("data:image/jpeg;base64,"),
-                        "served_thumbnail_urls": len(set(thumb_urls)),
-                        "served_thumbnail": served,
-                        "server_peak_rss_mb": _mb(status_kb(proc.pid, "VmHWM")),
-                        "render_photos_s": round(render_s, 1),
-                    })
-                finally:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+                    client = Client(url, verbose=False, download_files=False)
+                    while True:
+                        _, val_html, _ = client.predict("All regions", api_name="/validation_view")
+                        if "srcdoc=" in val_html:
+                            break
+                        if time.perf_counter() - start > args.startup_timeout:
+                            raise SystemExit(f"the explorer was not ready within {args.startup_timeout} s")
+                        time.sleep(0.2)
+                    explorer_s = time.perf_counter() - start
+                val_map = unescape(re.search(r'srcdoc="([^"]*)"', val_html).group(1))
+                thumb_urls = re.findall(r"gradio_api/file=[^\"\\]+?\.jpg", val_map)
+                served = None
+                if thumb_urls:
+                    r = httpx.get(f"{url}/{thumb_urls[0]}", timeout=30)
+                    served = {"status": r.status_code, "content_type": r.headers.get("content-type"),
+                              "bytes": len(r.content)}
+                results.append({
+                    "validation_photos": n,
+                    "ready_s": round(ready_s, 2),  # the app answers (the Predict tab works)
+                    "explorer_ready_s": round(explorer_s, 2),  # the explorer has its map
+                    "config_bytes": len(config.encode("utf-8")),
+                    "validation_map_bytes": len(val_html.encode("utf-8")),
+                    "inlined_thumbnails": val_map.count("data:image/jpeg;base64,"),
+                    "served_thumbnail_urls": len(set(thumb_urls)),
+                    "served_thumbnail": served,
+                    "server_peak_rss_mb": _mb(status_kb(proc.pid, "VmHWM")),
+                    "render_photos_s": round(render_s, 1),
+                })
     return {"benchmark": "app-explorer", "app_root": str(args.app_root), "explorer": results,
             "machine": {**machine(), "omp_wait_policy": env.get("OMP_WAIT_POLICY")},
             "wall_s": round(time.perf_counter() - began, 1)}
