@@ -85,11 +85,6 @@ class Regions:
     def __repr__(self) -> str:
         return f"Regions(frame={self.frame!r}, n={len(self)}, names={self.names!r})"
 
-    @property
-    def ids(self) -> list[int]:
-        """Region ids, 1..N."""
-        return list(range(1, len(self) + 1))
-
     def assign(self, lat: ArrayLike, lon: ArrayLike, *, nearest: bool = False) -> np.ndarray:
         """(M,) int64 region id (1-based) of each point; 0 where a point lies outside every region.
 
@@ -329,6 +324,20 @@ MIN_PHOTOS_PER_REGION = 5  # fewer photos than this cannot train a region (nor h
 AUTO_METHODS = ("balanced-kmeans", "kd")
 
 
+def _plane_positions(lat: np.ndarray, lon: np.ndarray, frame: str, keep: np.ndarray):
+    """(local metric plane, every position in it, `keep` narrowed to the finite, in-range positions
+    that are not far from all the others): what both ways of drawing regions start from."""
+    from geomodel.partition import LocalPlane, far_outliers
+
+    keep = keep & np.isfinite(lat) & np.isfinite(lon)
+    if frame == "wgs84":
+        keep &= (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    plane = LocalPlane.around(lat[keep], lon[keep], frame)
+    xy = plane.to_xy(lat, lon)
+    keep[keep] &= ~far_outliers(xy[keep])
+    return plane, xy, keep
+
+
 def derive_regions(lat: ArrayLike, lon: ArrayLike, region_ids: ArrayLike, *, frame: str,
                    names: Sequence[str]) -> Regions:
     """Polygons for labelled photos: each region is the union of its photos' Voronoi cells.
@@ -340,17 +349,12 @@ def derive_regions(lat: ArrayLike, lon: ArrayLike, region_ids: ArrayLike, *, fra
     gets several pieces. Computed in a local metric plane (metres for WGS84).
     Raises RegionsError when a region has no photo to draw it from.
     """
-    from geomodel.partition import LocalPlane, far_outliers, study_area, voronoi_tiling
+    from geomodel.partition import far_outliers, study_area, voronoi_tiling
 
     lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
     labels = np.asarray(region_ids, dtype=np.int64) - 1
     n = len(names)
-    keep = np.isfinite(lat) & np.isfinite(lon) & (labels >= 0) & (labels < n)
-    if frame == "wgs84":
-        keep &= (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
-    plane = LocalPlane.around(lat[keep], lon[keep], frame)
-    xy = plane.to_xy(lat, lon)
-    keep[keep] &= ~far_outliers(xy[keep])
+    plane, xy, keep = _plane_positions(lat, lon, frame, (labels >= 0) & (labels < n))
     for region in range(n):  # far from the rest of its own region: trimmed, unless that empties it
         mine = np.flatnonzero(keep & (labels == region))
         keep[mine[far_outliers(xy[mine])]] = False
@@ -375,7 +379,7 @@ def auto_regions(lat: ArrayLike, lon: ArrayLike, k: int, *, frame: str, method: 
     named "Region 1".."Region K". Raises RegionsError when `k` is not possible: more than the
     photos allow at `min_photos` per region, or a region that ends up with fewer.
     """
-    from geomodel.partition import PARTITIONS, LocalPlane, far_outliers, study_area
+    from geomodel.partition import PARTITIONS, study_area
 
     if method not in PARTITIONS:
         raise RegionsError(f"unknown region partitioning {method!r}; choose one of: {', '.join(PARTITIONS)}")
@@ -384,12 +388,7 @@ def auto_regions(lat: ArrayLike, lon: ArrayLike, k: int, *, frame: str, method: 
     lat, lon = np.asarray(lat, dtype=np.float64).ravel(), np.asarray(lon, dtype=np.float64).ravel()
     if lat.shape != lon.shape:
         raise ValueError(f"lat and lon differ in length ({len(lat)} vs {len(lon)})")
-    keep = np.isfinite(lat) & np.isfinite(lon)
-    if frame == "wgs84":
-        keep &= (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
-    plane = LocalPlane.around(lat[keep], lon[keep], frame)
-    xy = plane.to_xy(lat, lon)
-    keep[keep] &= ~far_outliers(xy[keep])
+    plane, xy, keep = _plane_positions(lat, lon, frame, np.ones(len(lat), dtype=bool))
     n = int(keep.sum())
     left_out = len(lat) - n
     note = f" ({left_out} more left out: far from the others or without a usable position)" if left_out else ""
@@ -400,17 +399,17 @@ def auto_regions(lat: ArrayLike, lon: ArrayLike, k: int, *, frame: str, method: 
         advice = f"use at most {most} regions" if most >= 1 else "collect more photos"
         raise RegionsError(f"{k} regions need at least {k * min_photos} photos ({min_photos} per region) but "
                            f"{n} photos have usable positions{note}: {advice}")
-    if len(np.unique(xy[keep], axis=0)) < k:
+    _, repeats = np.unique(xy[keep], axis=0, return_counts=True)
+    if len(repeats) < k:
         raise RegionsError(f"{k} regions need at least {k} different positions; the photos have "
-                           f"{len(np.unique(xy[keep], axis=0))}: use fewer regions")
+                           f"{len(repeats)}: use fewer regions")
     area = study_area(xy[keep])
     kwargs = {"seed": seed} if method == "balanced-kmeans" else {}
     _, cells = PARTITIONS[method](xy[keep], k, area, **kwargs)
     if any(c.is_empty for c in cells):  # a region of photos that share one position has no area
-        _, repeats = np.unique(xy[keep], axis=0, return_counts=True)
         raise RegionsError(f"{k} regions cannot be drawn: {repeats.max()} photos share one position, so a region "
                            "made of them has no area: use fewer regions")
-    centres = np.array([c.centroid.coords[0] if not c.is_empty else (np.nan, np.nan) for c in cells])
+    centres = np.array([c.centroid.coords[0] for c in cells])  # none is empty (checked above)
     order = np.argsort(-centres[:, 1], kind="stable")  # north to south
     geoms = [plane.geometry_to_frame(cells[i]) for i in order]
     regions = Regions(frame, [f"Region {i}" for i in range(1, k + 1)], geoms, source=f"auto regions ({method})")
