@@ -197,12 +197,13 @@ def _code_shape(model: RegionClassifier, transforms: Sequence[Callable],
 def build_gallery(model: RegionClassifier, paths: Sequence[Path], regions: torch.Tensor,
                   transforms: Sequence[Callable], *, partial: Path, device: torch.device, batch_size: int = 16,
                   fit_photos: int | None = None, sample: int = 512, chunk: int = 256, resume: bool = False,
-                  log: Callable[[str], None] = print) -> BuiltGallery | None:
+                  key: str | None = None, log: Callable[[str], None] = print) -> BuiltGallery | None:
     """Encode every photo (each transform's view and its mirror image) into the compact gallery at `partial`.
 
     `transforms[0]` must be the plain evaluation transform. The whitening, codebooks and global
     projection are fitted on the plain views of up to `sample` photos spread evenly over the first
-    `fit_photos` (the training photos). Returns the finished build on rank 0 (None on other ranks).
+    `fit_photos` (the training photos). `key`: `gallery_key` of these arguments, where the caller has
+    it already (it hashes the whole trunk). Returns the finished build on rank 0 (None on other ranks).
     """
     matcher = model.matcher
     if matcher is None:
@@ -211,7 +212,7 @@ def build_gallery(model: RegionClassifier, paths: Sequence[Path], regions: torch
     model.eval()
     paths = [Path(p) for p in paths]
     n, fit_photos = len(paths), fit_photos or len(paths)
-    store = _Partial(partial, gallery_key(model, paths, regions, transforms, fit_photos))
+    store = _Partial(partial, key or gallery_key(model, paths, regions, transforms, fit_photos))
     state = store.resumable(log) if dist.is_main() and resume else None
     if dist.is_main() and state is None:
         picks = np.unique(np.linspace(0, fit_photos - 1, min(sample, fit_photos)).round().astype(int))

@@ -334,16 +334,17 @@ def _add_gallery(prep: Prepared, cfg: TrainConfig, out_dir: Path, device: torch.
         _write_json(out_dir / "region_metrics.json", final)
         return final
     built = build_gallery(model, paths, regions, views, partial=out_dir / (GALLERY_FILE + ".partial"), device=device,
-                          batch_size=cfg.batch_size, fit_photos=n, resume=resume, log=log)
+                          batch_size=cfg.batch_size, fit_photos=n, resume=resume, key=key, log=log)
     if built is None:  # torchrun: rank 0 scores, chooses and writes
         return final
     model.matcher.attach_codes(built.codes[:n], built.global_desc[:n], regions[:n])  # the training photos only
     head, matching = _validation_probabilities(model, prep, views[0], device, cfg.batch_size)
     truth = torch.tensor(prep.val["region"].to_numpy(np.int64))
     table = fusion_table(head, matching, truth, cfg.match_weights)
-    weight = choose_weight(table)["weight"]
+    chosen = choose_weight(table)
+    weight = chosen["weight"]
     head_accuracy = float((head.argmax(1) == truth).float().mean())
-    fused = next(r for r in table if r["weight"] == weight)["accuracy"] if weight > 0 else head_accuracy
+    fused = chosen["accuracy"] if weight > 0 else head_accuracy
     best = {**ckpt.get("metrics", {}), "accuracy": fused, "head_accuracy": head_accuracy, "match_weight": weight,
             "fusion": table, "gallery_size": len(regions) if weight > 0 else 0, "gallery_key": key}
     state = _keep_or_drop(model, built, weight, out_dir, describe, best)
