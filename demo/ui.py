@@ -122,14 +122,13 @@ def predict(ctx: AppContext, files: list[Any] | None, progress: gr.Progress | No
     return table, prediction_map(ctx, rows), rows
 
 
-def prediction_map(ctx: AppContext, rows: list[dict], selected: int | None = None) -> str:
+def prediction_map(ctx: AppContext, rows: list[dict]) -> str:
     """The Predict map: the photos' points, and the regions shaded by the probabilities of the
-    selected photo (map point index; default the first), which a click on a dot or a table row changes."""
+    selected photo (at first the first), which a click on a dot or a table row changes."""
     n = sum(r.get("error") is None for r in rows)
     fills = [RegionFill.probability(n_regions=ctx.predictor.num_regions)] if ctx.regions is not None else []
     doc = render_map(R.map_points(rows), frame=ctx.predictor.frame, plan=ctx.plan, error_unit=ctx.info.error_unit,
-                     title=f"{n} predicted photo{'s' if n != 1 else ''}", regions=ctx.regions, region_fills=fills,
-                     selected=selected)
+                     title=f"{n} predicted photo{'s' if n != 1 else ''}", regions=ctx.regions, region_fills=fills)
     return to_iframe(doc, height=MAP_HEIGHT)
 
 
