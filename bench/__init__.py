@@ -55,6 +55,15 @@ def photos(n: int, workdir: Path) -> tuple[list[Path], str]:
     return [paths[i % len(paths)] for i in range(n)], "synthetic (no campus photos found)"
 
 
+def train(*argv: object) -> None:
+    """Run `python -m train ARGV` in this process; a non-zero exit stops the benchmark, naming the command."""
+    from train.cli import main as train_main
+
+    code = train_main([str(a) for a in argv])
+    if code != 0:
+        raise SystemExit(f"`python -m train {' '.join(map(str, argv))}` failed with exit code {code}")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import CAMPUS, machine  # noqa: E402
+from bench import CAMPUS, machine, train  # noqa: E402
 
 PLANAR_ORIGIN = (220000.0, 143000.0)  # near the middle of the campus's planar coordinates
 QUICK = ("--image-size", 128, "--aug-views", 1, "--epochs", 5, "--coords-epochs", 5)
@@ -57,7 +57,6 @@ def geotag_copies(labels_csv: Path, images: Path, out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from train.cli import main as train_main
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--k", type=int, default=15, help="--auto-regions K")
@@ -71,27 +70,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = args.out or Path(tempfile.mkdtemp(prefix="bench-campus-"))
 
-    def run(*a: object) -> None:
-        code = train_main([str(x) for x in a])
-        if code != 0:
-            raise SystemExit(f"`python -m train {' '.join(map(str, a))}` failed with exit code {code}")
 
     timings = {}
     t0 = time.perf_counter()
     n = geotag_copies(CAMPUS / "labels.csv", CAMPUS / "images", work / "photos")
     timings["geotag_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run("collect", work / "photos", "--auto-regions", args.k, "--seed", args.seed, "--out", work / "c")
+    train("collect", work / "photos", "--auto-regions", args.k, "--seed", args.seed, "--out", work / "c")
     timings["collect_s"] = time.perf_counter() - t0
     summary = json.loads((work / "c" / "summary.json").read_text())
-    run("split", "--csv", work / "c" / "labels.csv", "--out-dir", work / "c" / "split", "--fraction", 0.3,
+    train("split", "--csv", work / "c" / "labels.csv", "--out-dir", work / "c" / "split", "--fraction", 0.3,
         "--seed", args.seed)
     t0 = time.perf_counter()
-    run("fit", "--preset", "cpu-small", "--frame", "wgs84", "--csv", work / "c" / "split" / "train.csv",
+    train("fit", "--preset", "cpu-small", "--frame", "wgs84", "--csv", work / "c" / "split" / "train.csv",
         "--images", work / "c" / "images", "--regions", work / "c" / "regions.geojson", "--out", work / "m",
         "--seed", args.seed, "--device", "cpu", *QUICK * args.quick)
     timings["fit_s"] = time.perf_counter() - t0
-    run("evaluate", "--model", work / "m", "--csv", work / "c" / "split" / "test.csv", "--images",
+    train("evaluate", "--model", work / "m", "--csv", work / "c" / "split" / "test.csv", "--images",
         work / "c" / "images", "--json", work / "m" / "test.json")
     metrics = json.loads((work / "m" / "test.json").read_text())
     keep = ("n_images", "region_accuracy", "median_error", "mean_error", "coord_mse", "n_label_outliers",

@@ -155,7 +155,9 @@ def fit(work: Path, n: int, csv: Path, args: argparse.Namespace) -> dict:
 
 def model_bytes(model_dir: Path) -> dict:
     """Bytes of what prediction loads: region.pt, coords.pt and the gallery file when there is one."""
-    files = {name: (model_dir / name).stat().st_size for name in ("region.pt", "coords.pt", "region_gallery.npy")
+    from geomodel.engine.gallery import GALLERY_FILE
+
+    files = {name: (model_dir / name).stat().st_size for name in ("region.pt", "coords.pt", GALLERY_FILE)
              if (model_dir / name).is_file()}
     return {"model_bytes": sum(files.values()), "files": files}
 

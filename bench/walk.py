@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import machine  # noqa: E402
+from bench import machine, train  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -67,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from geomodel.collect.walk import Sample, make_sample
     from geomodel.synthetic import make_campus
-    from train.cli import main as train_main
 
     args = get_args_parser().parse_args(argv)
     minutes = sorted(float(m) for m in args.minutes.split(","))
@@ -89,16 +88,12 @@ def main(argv: list[str] | None = None) -> int:
                                       "walk_starts": sample.walk_starts}))
     timings["render_s"] = time.perf_counter() - t0
 
-    def run(*argv: str) -> None:
-        code = train_main([str(a) for a in argv])
-        if code != 0:
-            raise SystemExit(f"`python -m train {' '.join(map(str, argv))}` failed with exit code {code}")
 
     t0 = time.perf_counter()
-    run("collect", sample.videos, "--gpx", sample.gpx, "--regions", sample.regions, "--every", args.every,
+    train("collect", sample.videos, "--gpx", sample.gpx, "--regions", sample.regions, "--every", args.every,
         "--out", work / "walks", "--overwrite")
     timings["collect_s"] = time.perf_counter() - t0
-    run("collect", sample.test, "--regions", sample.regions, "--out", work / "test", "--overwrite")
+    train("collect", sample.test, "--regions", sample.regions, "--out", work / "test", "--overwrite")
 
     labels = pd.read_csv(work / "walks" / "labels.csv", dtype={"filename": str})
     # frames are named walk_<region>_<milliseconds into the video>ms.jpg
@@ -111,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         subset.drop(columns=["walk", "seconds"]).to_csv(csv, index=False)
         model = work / f"model_{m:g}min"
         t0 = time.perf_counter()
-        run("fit", "--preset", "cpu-small", "--frame", "wgs84", "--csv", csv, "--images", work / "walks" / "images",
+        train("fit", "--preset", "cpu-small", "--frame", "wgs84", "--csv", csv, "--images", work / "walks" / "images",
             "--out", model, "--image-size", args.image_size, "--seed", args.seed, "--device", "cpu")
         fit_s = time.perf_counter() - t0
-        run("evaluate", "--model", model, "--csv", work / "test" / "labels.csv", "--images", work / "test" / "images",
+        train("evaluate", "--model", model, "--csv", work / "test" / "labels.csv", "--images", work / "test" / "images",
             "--json", model / "test.json")
         metrics = json.loads((model / "test.json").read_text())
         per_region = subset.groupby("Region_ID").size()
