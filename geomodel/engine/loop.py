@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import csv
-import os
+import io
 import random
 import signal
 from dataclasses import dataclass, field
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from geomodel.atomic import atomic_write_text
 from geomodel.engine import distributed as dist
 
 
@@ -139,18 +140,11 @@ def write_history(path: Path, history: list[dict]) -> None:
     if not history:
         return
     keys = list(dict.fromkeys(k for row in history for k in row if not isinstance(row[k], (list, dict))))
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write
-        stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(history)
-        os.replace(tmp, path)
-    except BaseException:  # Ctrl-C mid-write included: the old file stays, the partial one goes
-        tmp.unlink(missing_ok=True)
-        raise
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=keys, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, text.getvalue())
 
 
 def fit(model: nn.Module, stage: Stage, train_loader_for_epoch: Callable[[int], Iterable], val_loader: Iterable,
