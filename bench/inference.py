@@ -9,7 +9,7 @@ the whole way: file decode, resize/normalise, backbone(s), both heads. Measured:
 * the configurations named by --configs: `BACKBONE@SIZE` (lite0/1/2 = EfficientNet-Lite,
   shared layout: one trunk pass feeds both stages), `+bf16` for bfloat16 autocast, `+match`
   for the cpu-small recipe's stage 1 with local matching against a 162-photo gallery (the
-  compact gallery `fit` writes: each photo's 16-photo shortlist, product-quantised codes);
+  compact gallery `fit` writes: each photo's shortlist of 3 photos per region, product-quantised codes);
 * the original-style pipeline ("seed_style"): ViT-B/16 region classifier, then a
   ResNet-101 coordinate model with its own backbone (separate layout), 224 px.
 

@@ -90,7 +90,7 @@ class ModelConfig:
     match_temperature: float = 0.02  # softmax temperature over the regions' best cosine similarities
     match_mode: str = "region"  # "region": each descriptor's best match in the region; "photo": best photo
     match_zoom: float = 0.7  # the gallery also holds each photo's central share as a closer view (1: none)
-    match_shortlist: int = 16  # gallery photos matched per query: the most similar by global descriptor
+    match_per_region: int = 3  # gallery photos matched per query and region: the most similar by global descriptor
     match_code_bytes: int = 16  # bytes per stored local descriptor (product quantisation of match_dim numbers)
     match_global_dim: int = 64  # size of the global descriptor that shortlists gallery photos
 
@@ -117,7 +117,7 @@ class ModelConfig:
                              "matching reuses the maps the trunk already computes")
         if not 0 <= self.match_weight <= 1:
             raise ValueError(f"match_weight must be in [0, 1], got {self.match_weight}")
-        _check_positive(self, "match_dim", "match_temperature", "match_shortlist", "match_code_bytes",
+        _check_positive(self, "match_dim", "match_temperature", "match_per_region", "match_code_bytes",
                         "match_global_dim")
         if self.match_dim % self.match_code_bytes:
             raise ValueError(f"match_code_bytes ({self.match_code_bytes}) must divide match_dim ({self.match_dim})")

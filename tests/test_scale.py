@@ -33,10 +33,10 @@ def _maps(n: int, views: int = 2, seed: int = 0) -> list[torch.Tensor]:
     return [torch.randn(n, views, 16, 3, 3, generator=g), torch.randn(n, views, 24, 2, 2, generator=g)]
 
 
-def _compact(tmp_path: Path, n: int = 40, shortlist: int = 8) -> tuple[LocalMatcher, list[torch.Tensor], torch.Tensor]:
+def _compact(tmp_path: Path, n: int = 40, per_region: int = 2) -> tuple[LocalMatcher, list[torch.Tensor], torch.Tensor]:
     """A matcher with a compact gallery of `n` random photos whose codes are a memory-mapped .npy."""
     maps, feats = _maps(n), torch.randn(n, 32, generator=torch.Generator().manual_seed(1))
-    matcher = LocalMatcher(2, num_regions=5, dim=8, shortlist=shortlist, code_bytes=4, global_dim=8)
+    matcher = LocalMatcher(2, num_regions=5, dim=8, per_region=per_region, code_bytes=4, global_dim=8)
     matcher.fit_whitening([m[:, 0] for m in maps])
     encoded = matcher.encode(maps)
     matcher.fit_codebooks(encoded)
@@ -63,7 +63,7 @@ def test_product_quantisation_keeps_descriptors_close() -> None:
 
 
 def test_compact_gallery_with_a_full_shortlist_equals_matching_every_decoded_photo(tmp_path) -> None:
-    matcher, maps, feats = _compact(tmp_path, shortlist=1000)
+    matcher, maps, feats = _compact(tmp_path, per_region=1000)
     assert matcher.compact and matcher.ready and isinstance(matcher.codes, np.memmap)
     queries, qfeats = [m[:5, 1] + 0.2 for m in maps], feats[:5] + 0.1
     compact = matcher.region_scores(queries, qfeats)
@@ -78,16 +78,34 @@ def test_compact_gallery_with_a_full_shortlist_equals_matching_every_decoded_pho
     assert (compact[:, 4] == -1).all()  # region 5 has no photo
 
 
-def test_the_shortlist_holds_the_most_similar_photos_and_only_they_are_matched(tmp_path) -> None:
-    matcher, maps, feats = _compact(tmp_path, shortlist=3)
+def test_the_shortlist_holds_each_regions_most_similar_photos_and_only_they_are_matched(tmp_path) -> None:
+    matcher, maps, feats = _compact(tmp_path, per_region=3)  # 40 photos in regions 0-3 (10 each), region 4 empty
     ids = matcher.shortlist_ids(feats[:6])
-    assert ids.shape == (6, 3) and torch.equal(ids[:, 0], torch.arange(6))  # each photo's own entry first
+    assert ids.shape == (6, 12)  # 3 in each of the 4 regions that have photos
+    sims = matcher.describe(feats[:6]) @ matcher.global_desc.float().T
+    for q in range(6):
+        assert q in ids[q].tolist()  # each photo's own entry is its region's most similar
+        for r in range(4):
+            members = (matcher.regions == r).nonzero().squeeze(1)
+            expected = members[sims[q, members].topk(3).indices]
+            assert set(ids[q][matcher.regions[ids[q]] == r].tolist()) == set(expected.tolist())
     scores = matcher.region_scores([m[:6, 0] for m in maps], feats[:6])
-    shortlisted = [set(matcher.regions[row].tolist()) for row in ids]
-    for row, regions in zip(scores, shortlisted):
-        assert all((row[r] > -1) == (r in regions) for r in range(5))  # others score -1
+    assert (scores[:, :4] > -1).all() and (scores[:, 4] == -1).all()  # every region with photos is scored
     assert torch.equal(scores.argmax(1), matcher.regions[:6])  # a gallery photo finds its own region
+    # only the shortlisted photos count: a photo left out of every shortlist changes nothing
+    outsider = next(i for i in range(40) if i not in ids.unique().tolist())
+    matcher.codes = np.array(matcher.codes)
+    matcher.codes[outsider] = 0
+    assert torch.equal(matcher.region_scores([m[:6, 0] for m in maps], feats[:6]), scores)
 
+
+def test_regions_with_fewer_photos_than_the_shortlist_give_all_they_have(tmp_path) -> None:
+    matcher, maps, feats = _compact(tmp_path, n=40, per_region=2)
+    regions = torch.tensor([0] * 30 + [1] * 9 + [3])  # region 3 has one photo, regions 2 and 4 none
+    matcher.attach_codes(matcher.codes, matcher.global_desc, regions)
+    ids = matcher.shortlist_ids(feats[:3])
+    assert ids.shape == (3, 5) and (regions[ids] == torch.tensor([0, 0, 1, 1, 3])).all()
+    assert (ids[:, -1] == 39).all()
 
 def test_gallery_of_another_image_size_is_refused(tmp_path) -> None:
     matcher, maps, feats = _compact(tmp_path)

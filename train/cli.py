@@ -57,8 +57,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="share of local matching in the fused region probabilities (with --match-layers): "
                         "auto chooses it on the validation split (0 = off: no gallery is stored), a number, "
                         "or comma-separated weights to choose from (e.g. 0.1,0.2,0.5: matching stays on)")
-    g.add_argument("--match-shortlist", type=int, default=16,
-                   help="gallery photos matched per query photo: the most similar by global descriptor")
+    g.add_argument("--match-per-region", type=int, default=3,
+                   help="gallery photos matched per query photo in each region: the region's most similar "
+                        "by global descriptor (the cost grows with the regions, not the gallery)")
     g.add_argument("--match-mode", choices=("region", "photo"), default="region",
                    help="local matching: a query descriptor's best match among all of a region's photos, "
                         "or the region's single best-matching photo")
@@ -181,7 +182,7 @@ def _configs(args: argparse.Namespace):
     train["match_weights"] = weights
     matching = dict(match_layers=[x.strip() for x in args.match_layers.split(",") if x.strip()],
                     match_weight=weights[0] if len(weights) == 1 else 0.7, match_mode=args.match_mode,
-                    match_shortlist=args.match_shortlist)
+                    match_per_region=args.match_per_region)
     region = (ModelConfig(kind="region", **model, **matching), TrainConfig(**train))
     coords_train = {**train, "epochs": args.coords_epochs or args.epochs}
     coords = (ModelConfig(kind="coords", **model), TrainConfig(**coords_train))

@@ -36,7 +36,7 @@ class RegionClassifier(nn.Module):
         # Optional: local-descriptor matching against the training photos, fused with the head.
         self.matcher = (LocalMatcher(len(cfg.match_layers), cfg.num_regions, dim=cfg.match_dim,
                                      temperature=cfg.match_temperature, mode=cfg.match_mode,
-                                     shortlist=cfg.match_shortlist, code_bytes=cfg.match_code_bytes,
+                                     per_region=cfg.match_per_region, code_bytes=cfg.match_code_bytes,
                                      global_dim=cfg.match_global_dim)
                         if cfg.match_layers else None)
         self._match_index = [cfg.feature_layers.index(layer) for layer in cfg.match_layers]
