@@ -61,15 +61,12 @@ def compare(model: Path, csv: Path, images: Path, scales: Sequence[float]) -> li
     for scale in scales:
         predictor.decode_scale = scale or None
         t0 = time.perf_counter()
-        results = predictor.predict(paths, top_k=predictor.num_regions)
+        results = predictor.predict(paths)
         seconds = time.perf_counter() - t0
         ok = [r for r in results if r["error"] is None]
         if len(ok) != len(results):
             raise SystemExit(f"decode scale {scale}: {len(results) - len(ok)} photos failed: {results[0]['error']}")
-        probs = np.zeros((len(ok), predictor.num_regions))
-        for row, r in zip(probs, ok):
-            for t in r["top_k"]:
-                row[t["region_id"] - 1] = t["prob"]
+        probs = np.array([r["probs"] for r in ok])
         runs.append({"scale": scale, "decode_side": predictor.decode_side, "seconds_per_photo": seconds / len(ok),
                      "region": np.array([r["region_id"] for r in ok]), "probs": probs,
                      "latlon": np.array([[r["latitude"], r["longitude"]] for r in ok])})

@@ -149,14 +149,11 @@ def _open(predictor: Predictor, path: Path, max_bytes: int | None, budget: Pixel
 
 def _predict_batch(predictor: Predictor, paths: list[Path], batch: list[tuple[int, Image.Image]],
                    rows: list[dict | None], *, top_k: int, thumbnails: bool) -> None:
-    # Every region's probability (the map shades the regions by them); the table keeps the top k.
-    preds = predictor.predict([image for _, image in batch], top_k=predictor.num_regions)
+    # `probs` holds every region's probability (the map shades the regions by them)
+    preds = predictor.predict([image for _, image in batch], top_k=top_k)
     for (i, image), pred in zip(batch, preds):
-        probs = [0.0] * predictor.num_regions
-        for t in pred["top_k"]:
-            probs[t["region_id"] - 1] = t["prob"]
-        row = {**pred, "top_k": pred["top_k"][:top_k], "probs": probs, "file": paths[i].name, "gps_latitude": None,
-               "gps_longitude": None, "gps_error": None, "thumbnail": thumbnail_data_uri(image) if thumbnails else None}
+        row = {**pred, "file": paths[i].name, "gps_latitude": None, "gps_longitude": None, "gps_error": None,
+               "thumbnail": thumbnail_data_uri(image) if thumbnails else None}
         gps = exif_gps(paths[i]) if predictor.frame == "wgs84" else None
         if gps is not None:
             row["gps_latitude"], row["gps_longitude"] = gps
@@ -184,7 +181,7 @@ def _malloc_trim():
 
 def _failed(path: Path, reason: str) -> dict:
     """The Predictor's failure row (one shape for both), plus the app's own columns."""
-    return {**Predictor._failed(path.name, reason), "probs": None, "gps_latitude": None, "gps_longitude": None,
+    return {**Predictor._failed(path.name, reason), "gps_latitude": None, "gps_longitude": None,
             "gps_error": None, "thumbnail": None}
 
 

@@ -194,8 +194,8 @@ class Predictor:
         """Predict region and coordinates for one or many images (PIL images, paths, bytes).
 
         Returns one dict per input, in order: `file`, `region_id` (1-based), `region_name`,
-        `region_prob`, `top_k` (list of {region_id, region_name, prob}), `latitude`,
-        `longitude`, `heading` (camera heading in degrees, None unless the model learnt it),
+        `region_prob`, `top_k` (list of {region_id, region_name, prob}), `probs` (every region's
+        probability, region 1 first), `latitude`, `longitude`, `heading` (camera heading in degrees, None unless the model learnt it),
         `error` (None, or why this image could not be used: a bad image never
         costs the others their results).
         """
@@ -217,20 +217,21 @@ class Predictor:
             probs, latlon, heading = self._infer([im for _, im in chunk])
             top_p, top_i = probs.topk(k, dim=1)
             headings = heading.tolist() if heading is not None else [None] * len(chunk)
-            for (i, _), p, ti, ll, hd in zip(chunk, top_p.tolist(), top_i.tolist(), latlon.tolist(), headings):
+            rows = zip(chunk, top_p.tolist(), top_i.tolist(), probs.tolist(), latlon.tolist(), headings)
+            for (i, _), p, ti, every, ll, hd in rows:
                 results[i] = {
                     "file": describe(items[i]), "region_id": ti[0] + 1, "region_name": self.region_names[ti[0]],
                     "region_prob": float(p[0]),
                     "top_k": [{"region_id": r + 1, "region_name": self.region_names[r], "prob": float(q)}
                               for r, q in zip(ti, p)],
-                    "latitude": float(ll[0]), "longitude": float(ll[1]), "heading": hd, "error": None,
+                    "probs": every, "latitude": float(ll[0]), "longitude": float(ll[1]), "heading": hd, "error": None,
                 }
         return results
 
     @staticmethod
     def _failed(item: object, reason: str) -> dict:
         return {"file": describe(item), "region_id": None, "region_name": None, "region_prob": None, "top_k": [],
-                "latitude": None, "longitude": None, "heading": None, "error": reason}
+                "probs": None, "latitude": None, "longitude": None, "heading": None, "error": reason}
 
     def predict_frame(self, df: pd.DataFrame, images_dir: str | Path, batch_size: int | None = None,
                       progress: bool = True, *, csv: str | Path = "labels CSV",

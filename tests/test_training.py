@@ -83,7 +83,8 @@ def test_checkpoint_round_trip_gives_identical_outputs(trained: Path) -> None:
 def test_predictor_is_deterministic_across_loads_and_batches(trained: Path, synthetic_dataset) -> None:
     _, images = synthetic_dataset
     paths = sorted(images.iterdir())[:5]
-    a = Predictor.from_dir(trained, device="cpu").predict(paths, top_k=2)
+    predictor = Predictor.from_dir(trained, device="cpu")
+    a = predictor.predict(paths, top_k=2)
     b = Predictor.from_dir(trained, device="cpu").predict([Image.open(p) for p in paths], top_k=2, batch_size=2)
     for x, y in zip(a, b):
         assert x["region_id"] == y["region_id"] and x["error"] is None
@@ -91,6 +92,11 @@ def test_predictor_is_deterministic_across_loads_and_batches(trained: Path, synt
         assert x["latitude"] == pytest.approx(y["latitude"], rel=1e-6)
         assert x["longitude"] == pytest.approx(y["longitude"], rel=1e-6)
         assert len(x["top_k"]) == 2 and sum(t["prob"] for t in x["top_k"]) <= 1 + 1e-6
+        # every region's probability, region 1 first; the top k are the largest of them
+        assert len(x["probs"]) == predictor.num_regions
+        assert sum(x["probs"]) == pytest.approx(1, abs=1e-5)
+        assert all(x["probs"][t["region_id"] - 1] == t["prob"] for t in x["top_k"])
+        assert x["top_k"][0]["prob"] == max(x["probs"])
         assert isinstance(x["latitude"], float) and isinstance(x["region_name"], str)
     single = Predictor.from_dir(trained, device="cpu").predict(paths[0])
     assert len(single) == 1 and single[0]["region_id"] == a[0]["region_id"]
