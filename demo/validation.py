@@ -23,8 +23,7 @@ from geomodel.data.labels import check_region_count, read_labels
 from geomodel.data.paths import image_paths
 from geomodel.errors import GeomodelError
 from geomodel.geo import distance
-from geomodel.metrics import coord_metrics, per_region_median_error, region_metrics
-from geomodel.predictor import Predictor
+from geomodel.predictor import Predictor, evaluate_frame
 
 ALL_REGIONS = "All regions"
 HISTOGRAM_BINS = 20
@@ -71,17 +70,9 @@ def subset(pred: pd.DataFrame, region_id: int | None) -> pd.DataFrame:
 
 def metrics(pred: pd.DataFrame, num_regions: int, frame: str) -> dict:
     """Region accuracy, coordinate MSE (0.5*(MSE_lat+MSE_lon)), mean/median error of the rows."""
-    ok = pred[pred["error"].isna()]
-    out = {"n": int(len(pred)), "n_failed": int(len(pred) - len(ok))}
-    if ok.empty:
-        return {**out, "region_accuracy": float("nan"), "coord_mse": float("nan"), "mean_error": float("nan"),
-                "median_error": float("nan")}
-    reg = region_metrics(ok["Region_ID"].to_numpy(np.int64) - 1, ok["pred_region_id"].to_numpy(np.int64) - 1,
-                         num_regions)
-    crd = coord_metrics(ok[["latitude", "longitude"]].to_numpy(np.float64),
-                        ok[["pred_latitude", "pred_longitude"]].to_numpy(np.float64), frame)
-    return {**out, "region_accuracy": reg["region_accuracy"], "coord_mse": crd["coord_mse"],
-            "mean_error": crd["mean_error"], "median_error": crd["median_error"]}
+    m = evaluate_frame(pred, num_regions, frame)
+    return {"n": m["n_images"], "n_failed": m["n_failed"],
+            **{k: m[k] for k in ("region_accuracy", "coord_mse", "mean_error", "median_error")}}
 
 
 def metrics_markdown(m: dict, unit: str, label: str = ALL_REGIONS) -> str:
@@ -134,19 +125,16 @@ def histogram_bin_width(errors: Sequence[float], bins: int = HISTOGRAM_BINS) -> 
     return float(next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw))
 
 
-def region_fills(pred: pd.DataFrame, region_names: Sequence[str], unit: str) -> list[RegionFill]:
+def region_fills(pred: pd.DataFrame, region_names: Sequence[str], frame: str, unit: str) -> list[RegionFill]:
     """The explorer's region shadings: accuracy and median error per (true) region, over the whole set.
 
     Clicking a region shows its popup: its confusion row (which regions its photos were
     predicted as), accuracy and median error. Names are escaped here.
     """
-    n = len(region_names)
-    ok = pred[pred["error"].isna()]
-    true_r = ok["Region_ID"].to_numpy(np.int64) - 1
-    reg = region_metrics(true_r, ok["pred_region_id"].to_numpy(np.int64) - 1, n)
-    med = per_region_median_error(ok["distance"].to_numpy(np.float64), true_r, n)
-    acc = reg["per_region_accuracy"]
-    popups = [confusion_popup(i, region_names, reg["confusion"][i], acc[i], med[i], unit) for i in range(n)]
+    m = evaluate_frame(pred, len(region_names), frame)
+    acc, med = m["per_region_accuracy"], m["per_region_median_error"]
+    popups = [confusion_popup(i, region_names, m["confusion"][i], acc[i], med[i], unit)
+              for i in range(len(region_names))]
     return [RegionFill("Accuracy", acc, accuracy_scale(), popups=popups),
             RegionFill("Median error", med, error_scale(med, unit, caption="Median error"), popups=popups)]
 
@@ -196,7 +184,7 @@ class ValidationSet:
 
     def __post_init__(self) -> None:
         self.bin_width = histogram_bin_width(self.pred["distance"].to_numpy())
-        self.fills = region_fills(self.pred, self.region_names, self.unit) if self.regions is not None else []
+        self.fills = region_fills(self.pred, self.region_names, self.frame, self.unit) if self.regions is not None else []
 
     @classmethod
     def compute(cls, predictor: Predictor, csv: str | Path | pd.DataFrame, images: str | Path, *,

@@ -176,7 +176,7 @@ def test_error_histogram_data_for_the_native_plot():
 
 def test_region_fills_carry_accuracy_median_error_and_the_confusion_row():
     pred = add_errors(_val_frame(), "planar")  # region 1: a right (error 5), b taken for 2 (error 2); region 2: c right
-    acc, med = region_fills(pred, ["North", XSS], "units")
+    acc, med = region_fills(pred, ["North", XSS], "planar", "units")
     assert acc.values == [0.5, 1.0] and med.values == [3.5, 0.0]
     assert acc.scale.colour(0.5) != acc.scale.colour(1.0)
     popup = acc.popups[0]
