@@ -143,7 +143,13 @@ def test_resuming_a_finished_region_stage_keeps_its_gallery(synthetic_dataset, t
     assert metrics["match_weight"] == 0.5 and metrics["gallery_size"] == 56
 
 
-def test_fit_with_weight_zero_stores_no_gallery(synthetic_dataset, tmp_path) -> None:
+def test_fit_with_weight_zero_builds_and_stores_no_gallery(synthetic_dataset, tmp_path, capsys, monkeypatch) -> None:
+    from geomodel.engine import stages
+
+    def no_gallery(*args, **kwargs):
+        raise AssertionError("a gallery was built although --match-weight 0 turns matching off")
+
+    monkeypatch.setattr(stages, "build_gallery", no_gallery)
     csv, images = synthetic_dataset
     out = tmp_path / "m"
     (out).mkdir()
@@ -152,6 +158,8 @@ def test_fit_with_weight_zero_stores_no_gallery(synthetic_dataset, tmp_path) -> 
                  "--coords-epochs", "1", "--backbone", "efficientnet_lite0", "--pretrained", "none",
                  "--freeze-backbone", "--feature-layers", "14,head", "--match-layers", "14,head", "--image-size", "32",
                  "--match-weight", "0", "--device", "cpu"]) == 0
+    log = capsys.readouterr().out
+    assert "off (--match-weight 0): no gallery built" in log
     metrics = json.loads((out / "region_metrics.json").read_text())
     assert metrics["match_weight"] == 0 and metrics["gallery_size"] == 0
     assert metrics["val_accuracy"] == metrics["val_head_accuracy"]

@@ -333,12 +333,18 @@ def _add_gallery(prep: Prepared, cfg: TrainConfig, out_dir: Path, device: torch.
         final = {**final, **_matching_summary(done)}
         _write_json(out_dir / "region_metrics.json", final)
         return final
-    built = build_gallery(model, paths, regions, views, partial=out_dir / (GALLERY_FILE + ".partial"), device=device,
-                          batch_size=cfg.batch_size, fit_photos=n, resume=resume, key=key, log=log)
-    if built is None:  # torchrun: rank 0 scores, chooses and writes
+    if any(w > 0 for w in cfg.match_weights):
+        built = build_gallery(model, paths, regions, views, partial=out_dir / (GALLERY_FILE + ".partial"),
+                              device=device, batch_size=cfg.batch_size, fit_photos=n, resume=resume, key=key, log=log)
+        if built is None:  # torchrun: rank 0 scores, chooses and writes
+            return final
+        model.matcher.attach_codes(built.codes[:n], built.global_desc[:n], regions[:n])  # the training photos only
+    elif not dist.is_main():
         return final
-    model.matcher.attach_codes(built.codes[:n], built.global_desc[:n], regions[:n])  # the training photos only
-    head, matching = _validation_probabilities(model, prep, views[0], device, cfg.batch_size)
+    else:  # --match-weight 0: matching is off whatever validation says, so no gallery is built
+        built = None
+    head, matching = _validation_probabilities(model, prep, views[0], device, cfg.batch_size,
+                                               matching=built is not None)
     truth = torch.tensor(prep.val["region"].to_numpy(np.int64))
     table = fusion_table(head, matching, truth, cfg.match_weights)
     chosen = choose_weight(table)
@@ -356,7 +362,7 @@ def _add_gallery(prep: Prepared, cfg: TrainConfig, out_dir: Path, device: torch.
     return final
 
 
-def _keep_or_drop(model: RegionClassifier, built: BuiltGallery, weight: float, out_dir: Path, describe: dict,
+def _keep_or_drop(model: RegionClassifier, built: BuiltGallery | None, weight: float, out_dir: Path, describe: dict,
                   metrics: dict) -> str:
     """Save region.pt with the chosen weight: with its gallery (weight > 0) or without any; says which."""
     model.cfg.match_weight = weight
@@ -368,10 +374,12 @@ def _keep_or_drop(model: RegionClassifier, built: BuiltGallery, weight: float, o
         n = len(built.regions)
         state = f"weight {weight:g}; gallery: {n} photos, {extra['gallery']['bytes'] / n / 1024:.1f} KB each"
     else:
-        built.discard()
+        if built is not None:
+            built.discard()
         (out_dir / GALLERY_FILE).unlink(missing_ok=True)  # an earlier run's: a model without matching has none
         model.matcher.clear_gallery()
-        state = "off: it did not beat the head alone on validation; no gallery stored"
+        state = ("off: it did not beat the head alone on validation; no gallery stored" if built is not None
+                 else "off (--match-weight 0): no gallery built")
     atomic_save({**make_checkpoint(model, **describe, metrics=metrics), **extra}, out_dir / "region.pt")
     return state
 
@@ -385,16 +393,19 @@ def _matching_summary(metrics: dict) -> dict:
 
 @torch.no_grad()
 def _validation_probabilities(model: RegionClassifier, prep: Prepared, transform: Callable, device: torch.device,
-                              batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, R) head and matching probabilities of every validation photo, a batch at a time."""
-    head, matching = [], []
+                              batch_size: int, *, matching: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, R) head and matching probabilities of every validation photo, a batch at a time
+    (`matching=False`: the head's only; zeros stand for matching's)."""
+    head, scores = [], []
     for start in range(0, len(prep.val), batch_size):
         rows = prep.val.iloc[start:start + batch_size]
         x = torch.stack([transform(load_image(p)) for p in _paths(rows, prep.val_images)]).to(device)
         feats, maps = model.forward_features_and_maps(x)
         head.append(model.forward_head(feats).float().softmax(1).cpu())
-        matching.append(model.matcher([m.float() for m in maps], feats).cpu())
-    return torch.cat(head), torch.cat(matching)
+        if matching:
+            scores.append(model.matcher([m.float() for m in maps], feats).cpu())
+    heads = torch.cat(head)
+    return heads, torch.cat(scores) if matching else torch.zeros_like(heads)
 
 
 def _run_stage(model: nn.Module, ddp_model: nn.Module, stage: Stage, train_set: Dataset, val_set: Dataset, *,
