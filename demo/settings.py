@@ -8,7 +8,6 @@ URLs: `geomodel.hub` downloads them into the Hugging Face cache before anything 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -154,13 +153,13 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def load_plan(path: Path):
-    """A `PlanOverlay` from plan.json (`bounds`, optional `image`, default plan.png beside it)."""
+    """A `PlanOverlay` from plan.json (`bounds`, optional `image`, default plan.png beside it);
+    a DataError naming the file when it is not a plan."""
     from demo.maps import PlanOverlay
+    from geomodel.plan import read_plan
 
-    meta = json.loads(path.read_text())
-    image = path.parent / meta.get("image", "plan.png")
-    (s, w), (n, e) = meta["bounds"]
-    return PlanOverlay(image=image, bounds=((s, w), (n, e)))
+    plan = read_plan(path)
+    return PlanOverlay(image=path.parent / plan.image, bounds=plan.bounds)
 
 
 def _images_beside(csv: Path) -> Path:

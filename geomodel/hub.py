@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import glob
-import json
 import logging
 import os
 import posixpath
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from geomodel.errors import GeomodelError
+from geomodel.errors import DataError, GeomodelError
 
 SCHEME = "hf://"
 REQUIRED_FILES = ("region.pt", "coords.pt")
@@ -244,14 +243,16 @@ def _fetch_plan_image(loc: HubLocation, settings: HubSettings, snapshot: Path, m
     """plan.json may name its image (`"image"`); fetch it when it is not the plan.png already downloaded."""
     from huggingface_hub import hf_hub_download
 
-    plan = model_dir / "plan.json"
+    from geomodel.plan import PLAN_FILE, read_plan
+
+    plan = model_dir / PLAN_FILE
     if not plan.is_file():
         return
     try:
-        image = json.loads(plan.read_text()).get("image", "plan.png")
-    except (ValueError, AttributeError):
+        image = read_plan(plan).image
+    except DataError:
         return  # the app's own plan loading reports a broken plan.json
-    if not isinstance(image, str) or (model_dir / image).is_file():
+    if (model_dir / image).is_file():
         return
     name = f"{loc.path}/{image}" if loc.path else image
     with _hub_errors(loc.child(name), settings, loc.download_command(name)):

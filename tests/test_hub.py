@@ -205,6 +205,31 @@ def test_check_reports_a_complete_model_and_sizes(cache, capsys, monkeypatch):
     assert out.startswith(f"model directory: {MODEL} (commit ") and "complete: yes" in out
 
 
+@pytest.mark.parametrize("text, problem", [
+    ('{"bounds": "x"}', "not a plan (needs \"bounds\""),
+    ('{"bounds": [[0, 0], [1]]}', "not a plan"),
+    ("not json", "not a plan"),
+    ('{"bounds": [[0, 0], [1, "Infinity"]]}', "must be finite numbers"),
+    ('{"bounds": [[0, 0], [1, 1]], "image": "../secret.png"}', "must be a file name beside plan.json"),
+])
+def test_a_broken_plan_is_one_message_naming_the_file_for_check_and_the_app(tmp_path, capsys, text, problem):
+    from demo.settings import load_plan
+    from geomodel.errors import DataError
+    from train.cli import main
+
+    d = tmp_path / "model"
+    d.mkdir()
+    for name in ("region.pt", "coords.pt", "plan.png"):
+        (d / name).write_bytes((BUNDLED_MODEL / name).read_bytes())
+    (d / "plan.json").write_text(text)
+    with pytest.raises(DataError, match=re.escape(f"{d / 'plan.json'}: ") + ".*" + re.escape(problem)):
+        load_plan(d / "plan.json")
+    assert main(["check", str(d)]) == 1
+    assert f"problem: {d / 'plan.json'}: " in capsys.readouterr().out
+    (d / "plan.json").write_text('{"bounds": [[0, 0], [1, 1]]}')
+    assert load_plan(d / "plan.json").bounds == ((0.0, 0.0), (1.0, 1.0))
+
+
 def test_check_finds_what_is_missing_broken_or_too_big_for_a_space(tmp_path, capsys):
     from train.cli import main
 

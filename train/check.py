@@ -123,15 +123,15 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _plan_problems(model_dir: Path, names: set[str]) -> list[str]:
     """The app draws plan.json's image under planar maps: both must be usable when plan.json is there."""
-    if "plan.json" not in names:
+    from geomodel.errors import DataError
+    from geomodel.plan import PLAN_FILE, read_plan
+
+    if PLAN_FILE not in names:
         return []
     try:
-        meta = json.loads((model_dir / "plan.json").read_text())
-        (s, w), (n, e) = meta["bounds"]
-        [float(v) for v in (s, w, n, e)]
-        image = meta.get("image", "plan.png")
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        return [f"plan.json is not a plan (needs \"bounds\": [[south, west], [north, east]]): {exc}"]
+        image = read_plan(model_dir / PLAN_FILE).image
+    except DataError as exc:
+        return [str(exc)]
     return [] if image in names else [f"plan.json draws {image}, which is missing"]
 
 
