@@ -77,7 +77,7 @@ class LocalMatcher(nn.Module):
         self.register_buffer("regions", torch.zeros(0, dtype=torch.long))
         self.codes: np.ndarray | None = None  # compact gallery: (N, V, P_total, M) uint8, memory-mapped
         self._global32: torch.Tensor | None = None  # float32 copy of global_desc for the search
-        self._keep: torch.Tensor | None = None  # shortlist positions in the region-sorted gallery
+        self._members: list[torch.Tensor] = []  # each region's gallery photos (regions that have any)
 
     @property
     def ready(self) -> bool:
@@ -238,7 +238,7 @@ class LocalMatcher(nn.Module):
         self.codes = codes
         self.global_desc = global_desc.to(device=self.regions.device, dtype=torch.float16)
         self.regions = regions.to(device=self.regions.device, dtype=torch.long)
-        self._global32, self._keep = None, None
+        self._global32 = None
 
     def clear_gallery(self) -> None:
         """Forget the gallery (either kind); whitening, codebooks and the global projection stay."""
@@ -246,26 +246,19 @@ class LocalMatcher(nn.Module):
             setattr(self, f"gallery_{i}", torch.zeros(0, 0, 0, 0, dtype=torch.float16, device=self.regions.device))
         self.global_desc = torch.zeros(0, 0, dtype=torch.float16, device=self.regions.device)
         self.regions = torch.zeros(0, dtype=torch.long, device=self.regions.device)
-        self.codes, self._global32, self._keep = None, None, None
+        self.codes, self._global32 = None, None
 
     def shortlist_ids(self, features: torch.Tensor) -> torch.Tensor:
         """(B, K) in every region the `per_region` gallery photos whose global descriptors are most similar
         (exact search), grouped by region; K = the sum over regions of min(per_region, the region's photos)."""
         if self._global32 is None or self._global32.device != features.device:
             self._global32 = self.global_desc.float().to(features.device)
-            self._keep = self._first_per_region(features.device)
+            regions = self.regions.to(features.device)
+            self._members = [m for m in (torch.nonzero(regions == r).squeeze(1) for r in range(self.num_regions))
+                             if len(m)]
         sims = self.describe(features) @ self._global32.T  # (B, N)
-        by_sim = sims.argsort(dim=1, descending=True)
-        by_region = self.regions.to(features.device)[by_sim].argsort(dim=1, stable=True)  # most similar first
-        return by_sim.gather(1, by_region)[:, self._keep]
-
-    def _first_per_region(self, device: torch.device) -> torch.Tensor:
-        """Positions, in the gallery sorted by region, of each region's first `per_region` photos."""
-        regions = self.regions.to(device)
-        counts = torch.bincount(regions, minlength=self.num_regions)
-        start = counts.cumsum(0) - counts
-        ordered = regions.sort().values
-        return (torch.arange(len(regions), device=device) - start[ordered] < self.per_region).nonzero().squeeze(1)
+        # one top-k per region: O(N) in all (a sort of the whole gallery was 4x slower at 62,420 photos)
+        return torch.cat([m[sims[:, m].topk(min(self.per_region, len(m)), dim=1).indices] for m in self._members], 1)
 
     def candidate_matches(self, layer_maps: Sequence[torch.Tensor], ids: torch.Tensor) -> list[torch.Tensor]:
         """Per layer (B, K, P): each query descriptor's best match in each of its shortlisted photos (any view).
