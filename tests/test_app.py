@@ -860,7 +860,9 @@ def test_bundle_command_line_still_builds_the_committed_model(tmp_path):
     for built, name in ((region, "region.pt"), (coords, "coords.pt")):
         committed = load_checkpoint(BUNDLED_MODEL / name)["model_config"]
         built = to_dict(built)
-        same = {k for k in committed if k not in ("num_regions", "predict_heading", "backbone")}
+        # settings this version still has (a renamed one, e.g. match_shortlist, is ignored at load too)
+        same = {k for k in committed if k in built and k not in ("num_regions", "predict_heading", "backbone")}
+        assert len(same) >= len(committed) - 4, name
         assert {k: built[k] for k in same} == {k: committed[k] for k in same}, name
     assert region.match_layers == []
 
