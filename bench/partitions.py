@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import CAMPUS, machine  # noqa: E402
+from bench import CAMPUS, machine, train as train_command  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -71,14 +71,12 @@ def relabel(method: str, train, test, k: int, work: Path):
 def run(method: str, seed: int, train_csv: Path, test_csv: Path, regions: Path | None, work: Path) -> dict:
     from geomodel.data.labels import read_labels
     from geomodel.predictor import Predictor, evaluate_frame
-    from train.cli import main as train_main
 
     out = work / f"{method}-seed{seed}"
-    argv = ["fit", "--preset", "cpu-small", "--csv", str(train_csv), "--images", str(CAMPUS / "images"),
-            "--out", str(out), "--seed", str(seed), "--device", "cpu"]
+    argv = ["fit", "--preset", "cpu-small", "--csv", train_csv, "--images", CAMPUS / "images",
+            "--out", out, "--seed", seed, "--device", "cpu"]
     started = time.perf_counter()
-    if train_main(argv + (["--regions", str(regions)] if regions else [])) != 0:
-        raise SystemExit(f"training failed: {method}, seed {seed}")
+    train_command(*argv, *(["--regions", regions] if regions else []))
     seconds = time.perf_counter() - started
     predictor = Predictor.from_dir(out, device="cpu")
     stats = predictor.coords_ckpt["coord_stats"]
