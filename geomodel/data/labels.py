@@ -35,7 +35,8 @@ def _line(index: int) -> int:
     return int(index) + 2  # 0-based data row -> 1-based line counting the header
 
 
-def _list_rows(csv: Path, rows: Iterable[int], what: str) -> str:
+def list_rows(csv: str | Path, rows: Iterable[int], what: str) -> str:
+    """`CSV: WHAT on line(s) ...` for 0-based data rows (the first five, then how many more)."""
     rows = list(rows)
     shown = ", ".join(str(_line(r)) for r in rows[:_MAX_LISTED])
     more = f" and {len(rows) - _MAX_LISTED} more" if len(rows) > _MAX_LISTED else ""
@@ -92,19 +93,19 @@ def read_labels(csv: str | Path, *, num_regions: int | None = None, need_region:
 
     blank = df["filename"].isna() | (df["filename"].astype(str).str.strip() == "")
     if blank.any():
-        raise DataError(_list_rows(csv, df.index[blank], "blank filename"))
+        raise DataError(list_rows(csv, df.index[blank], "blank filename"))
     df["filename"] = df["filename"].astype(str).str.strip()
     dup = df["filename"].duplicated(keep=False)
     if dup.any():
         first = df.loc[dup, "filename"].iloc[0]
-        raise DataError(_list_rows(csv, df.index[dup], f"duplicate filename (e.g. {first!r})"))
+        raise DataError(list_rows(csv, df.index[dup], f"duplicate filename (e.g. {first!r})"))
 
     for col in ("latitude", "longitude"):
         values = pd.to_numeric(df[col], errors="coerce")
         bad = values.isna() | ~np.isfinite(values.to_numpy(dtype=float, na_value=np.nan))
         if bad.any():
             example = df.loc[bad, col].iloc[0]
-            raise DataError(_list_rows(csv, df.index[bad], f"column {col!r} is blank, NaN or not a number "
+            raise DataError(list_rows(csv, df.index[bad], f"column {col!r} is blank, NaN or not a number "
                                        f"(e.g. {_shown(example)})"))
         df[col] = values.astype(np.float64)
         _check_coordinate_range(csv, df, col, frame)
@@ -130,7 +131,7 @@ def _check_coordinate_range(csv: Path, df: pd.DataFrame, col: str, frame: str | 
         limit, why = _WGS84_RANGE[col], "not a WGS84 position in degrees"
     bad = np.abs(values) > limit
     if bad.any():
-        raise DataError(_list_rows(csv, df.index[bad], f"column {col!r} is outside -{limit:g}..{limit:g} "
+        raise DataError(list_rows(csv, df.index[bad], f"column {col!r} is outside -{limit:g}..{limit:g} "
                                    f"(e.g. {_shown(values[bad][0])}: {why})"))
 
 
@@ -138,13 +139,13 @@ def _check_region_column(csv: Path, df: pd.DataFrame, col: str, num_regions: int
     values = pd.to_numeric(df[col], errors="coerce")
     bad = values.isna() | (values != np.round(values))
     if bad.any():
-        raise DataError(_list_rows(csv, df.index[bad], f"column {col!r} is not a whole number "
+        raise DataError(list_rows(csv, df.index[bad], f"column {col!r} is not a whole number "
                                    f"(e.g. {_shown(df.loc[bad, col].iloc[0])})"))
     values = values.astype(np.int64)
     upper = num_regions if num_regions is not None else int(values.max())
     bad = (values < 1) | (values > upper)
     if bad.any():
-        raise DataError(_list_rows(csv, df.index[bad], f"column {col!r} is outside 1..{upper} "
+        raise DataError(list_rows(csv, df.index[bad], f"column {col!r} is outside 1..{upper} "
                                    f"(e.g. {int(values[bad].iloc[0])}); region ids are 1-based"))
     return values
 
@@ -188,7 +189,7 @@ def check_region_count(csv: str | Path, df: pd.DataFrame, num_regions: int) -> N
     """Refuse labels whose region ids exceed what a model was trained with."""
     if int(df["Region_ID"].max()) > num_regions:
         bad = df.index[df["Region_ID"] > num_regions]
-        raise DataError(_list_rows(Path(csv), bad, f"Region_ID above {num_regions}, the number of regions "
+        raise DataError(list_rows(Path(csv), bad, f"Region_ID above {num_regions}, the number of regions "
                                    "the model was trained with"))
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from geomodel.data.labels import list_rows
 from geomodel.errors import DataError
 
 OPT_OUT_FLAG = "--allow-outside-images"
-_MAX_LISTED = 5
 
 
 def image_paths(df: pd.DataFrame, images_dir: str | Path, csv: str | Path = "labels CSV", *,
@@ -49,10 +49,8 @@ def image_paths(df: pd.DataFrame, images_dir: str | Path, csv: str | Path = "lab
     rows = df["row"] if "row" in df else pd.Series(range(len(df)))
     outside = [(int(row), str(name)) for row, name, path in zip(rows, df["filename"], paths) if not inside(path)]
     if outside:
-        lines = ", ".join(str(row + 2) for row, _ in outside[:_MAX_LISTED])
-        more = f" and {len(outside) - _MAX_LISTED} more" if len(outside) > _MAX_LISTED else ""
-        raise DataError(f"{csv}: image path outside the image folder {images_dir} (e.g. {outside[0][1]!r}, "
-                        f"after following links) on line{'s' if len(outside) > 1 else ''} {lines}{more}; "
+        what = f"image path outside the image folder {images_dir} (e.g. {outside[0][1]!r}, after following links)"
+        raise DataError(f"{list_rows(csv, [row for row, _ in outside], what)}; "
                         f"a CSV may only name files inside the folder ({OPT_OUT_FLAG} reads them anyway)")
     return paths
 
