@@ -149,7 +149,7 @@ def run_collect(args: argparse.Namespace) -> int:
                                    settings=settings, videos=collector.videos)
         _write_map(tmp, summary, regions, cfg.frame)
     _print_summary(summary, args.out)
-    _print_left_out(summary["left_out"], args.out)
+    _print_left_out(left, args.out)
     empty = [r for r in summary["regions"] if r["photos"] == 0]
     for r in empty:
         print(f"warning: region {r['region_id']} ({r['name']!r}) has no photos; training needs photos in every "
@@ -200,8 +200,8 @@ def _print_summary(summary: dict, out: Path) -> None:
           f"--regions {out}/regions.geojson --out MODEL ...)")
 
 
-def _print_left_out(left_out, out: Path | None) -> None:
-    items = [f"{x['source']}: {x['reason']}" if isinstance(x, dict) else str(x) for x in left_out]
+def _print_left_out(left_out, out: Path | None) -> None:  # LeftOut items
+    items = [str(x) for x in left_out]
     if not items:
         return
     print(f"{len(items)} input(s) or part(s) left out:", file=sys.stderr)
