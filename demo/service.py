@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
-import ctypes.util
-import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -24,6 +21,7 @@ from geomodel.data.images import PixelBudget, decoded_size, load_image
 from geomodel.errors import GeomodelError
 from geomodel.geo import distance
 from geomodel.predictor import Predictor
+from geomodel.runtime import release_memory
 
 MAX_REQUEST_PIXELS = 256_000_000  # pixels one request may decode (4 photos at the per-photo limit)
 SMALL_DECODE = 4_000_000  # photos decoded at up to this many pixels take the small-photo lane
@@ -159,24 +157,6 @@ def _predict_batch(predictor: Predictor, paths: list[Path], batch: list[tuple[in
             row["gps_latitude"], row["gps_longitude"] = gps
             row["gps_error"] = float(distance(predictor.frame, gps[0], gps[1], row["latitude"], row["longitude"]))
         rows[i] = row
-
-
-def release_memory() -> bool:
-    """Hand freed heap memory back to the system (glibc `malloc_trim`); False where unavailable.
-
-    Decoded photos are freed after a request, but glibc keeps freed heap pages for reuse, so
-    without this the server's resident memory stays at its peak (measured: bench/load_test.py).
-    """
-    trim = _malloc_trim()
-    return bool(trim(0)) if trim is not None else False
-
-
-@functools.lru_cache(maxsize=1)
-def _malloc_trim():
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to call
-        return None
 
 
 def _failed(path: Path, reason: str) -> dict:
