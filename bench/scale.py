@@ -44,10 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import machine  # noqa: E402
+from geomodel.config import MATCH_WEIGHTS  # noqa: E402
 
 BLOCK = 500  # photos rendered per block
 TEST_SEED = 999_999
-MATCH_ON = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+MATCH_ON = tuple(w for w in MATCH_WEIGHTS if w > 0)  # fit's candidate weights, matching kept on
 
 
 def get_args_parser() -> argparse.ArgumentParser:
