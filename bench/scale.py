@@ -196,10 +196,10 @@ def _auto_choice(metrics: dict) -> dict:
     """What `--match-weight auto` would have chosen from the same validation scores (weight 0 = the head)."""
     from geomodel.engine.fusion import choose_weight
 
-    if "val_head_accuracy" not in metrics:
+    table = metrics.get("fusion", [])
+    if not any(r["weight"] == 0 for r in table):  # a fit from before the head's row was always reported
         return {}
-    table = [r for r in metrics.get("fusion", []) if r["weight"] > 0]
-    row = choose_weight([{"weight": 0.0, "accuracy": metrics["val_head_accuracy"]}, *table])
+    row = choose_weight(table)
     return {"auto_weight": row["weight"], "accuracy_auto": row["accuracy"]}
 
 

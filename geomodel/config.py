@@ -91,7 +91,8 @@ class ModelConfig:
     match_mode: str = "region"  # "region": each descriptor's best match in the region; "photo": best photo
     match_zoom: float = 0.7  # the gallery also holds each photo's central share as a closer view (1: none)
     match_per_region: int = 3  # gallery photos matched per query and region: the most similar by global descriptor
-    match_code_bytes: int = 16  # bytes per stored local descriptor (product quantisation of match_dim numbers)
+    match_code_bytes: int = 16  # bytes per stored local descriptor (product quantisation of match_dim numbers;
+    # 0: the descriptors themselves, float16, 2 * match_dim bytes)
     match_global_dim: int = 64  # size of the global descriptor that shortlists gallery photos
 
     def __post_init__(self) -> None:
@@ -117,9 +118,10 @@ class ModelConfig:
                              "matching reuses the maps the trunk already computes")
         if not 0 <= self.match_weight <= 1:
             raise ValueError(f"match_weight must be in [0, 1], got {self.match_weight}")
-        _check_positive(self, "match_dim", "match_temperature", "match_per_region", "match_code_bytes",
-                        "match_global_dim")
-        if self.match_dim % self.match_code_bytes:
+        _check_positive(self, "match_dim", "match_temperature", "match_per_region", "match_global_dim")
+        if self.match_code_bytes < 0:
+            raise ValueError(f"match_code_bytes must be 0 (float16 descriptors) or positive, got {self.match_code_bytes}")
+        if self.match_code_bytes and self.match_dim % self.match_code_bytes:
             raise ValueError(f"match_code_bytes ({self.match_code_bytes}) must divide match_dim ({self.match_dim})")
         _check_choice("match_mode", self.match_mode, MATCH_MODES)
         if not 0 < self.match_zoom <= 1:

@@ -105,24 +105,27 @@ def test_matching_needs_convolutional_maps() -> None:
         model.forward_features_and_maps(torch.randn(1, 3, 32, 32))
 
 
-def test_fit_with_matching_stores_a_gallery_the_predictor_uses(synthetic_dataset, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("code_bytes", [16, 0])  # product-quantised, or the float16 descriptors themselves
+def test_fit_with_matching_stores_a_gallery_the_predictor_uses(synthetic_dataset, tmp_path: Path, capsys,
+                                                               code_bytes) -> None:
     csv, images = synthetic_dataset
     out = tmp_path / "m"
     assert main(["fit", "--csv", str(csv), "--images", str(images), "--out", str(out), "--epochs", "2",
                  "--backbone", "efficientnet_lite0", "--pretrained", "none", "--freeze-backbone",
                  "--feature-layers", "14,head", "--match-layers", "14,head", "--image-size", "64",
-                 "--match-weight", "0.5", "--device", "cpu"]) == 0
+                 "--match-weight", "0.5", "--match-code-bytes", str(code_bytes), "--device", "cpu"]) == 0
     assert "local matching: validation accuracy" in capsys.readouterr().out
     ckpt = load_checkpoint(out / "region.pt")
     sizes = json.loads((out / "region_metrics.json").read_text())
     n = sizes["train_size"] + sizes["val_size"]  # every labelled photo: training and validation
     assert ckpt["metrics"]["gallery_size"] == n == sizes["gallery_size"]
     assert ckpt["model_config"]["match_weight"] == 0.5 == sizes["match_weight"]  # one weight given: kept
-    assert [r["weight"] for r in sizes["fusion"]] == [0.5]
+    assert [r["weight"] for r in sizes["fusion"]] == [0, 0.5]  # the head alone is reported beside it
     assert {"accuracy", "head_accuracy"} <= set(ckpt["metrics"])
     # the local descriptors live in their own memory-mapped file: (photos, views, positions, bytes)
     codes = np.load(out / "region_gallery.npy", mmap_mode="r", allow_pickle=False)
-    assert codes.shape == (n, 4, 2 * 2 + 2 * 2, 16) and codes.dtype == np.uint8  # plain, zoomed, their mirrors
+    assert codes.shape == (n, 4, 2 * 2 + 2 * 2, code_bytes or 64)  # plain, zoomed, their mirrors
+    assert codes.dtype == (np.uint8 if code_bytes else np.float16)
     assert ckpt["gallery"]["shape"] == list(codes.shape) and ckpt["state_dict"]["matcher.gallery_0"].numel() == 0
     assert ckpt["state_dict"]["matcher.global_desc"].shape[0] == n
     assert not list(out.glob("*.partial*"))  # the build's working files are gone

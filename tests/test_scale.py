@@ -15,7 +15,7 @@ from geomodel.config import DataConfig, ModelConfig, TrainConfig, to_dict
 from geomodel.data.transforms import build_transforms
 from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
 from geomodel.engine.features import FeatureCache, extract_features
-from geomodel.engine.fusion import choose_weight, fusion_table
+from geomodel.engine.fusion import choose_weight, fusion_table, reported_weights
 from geomodel.engine.gallery import build_gallery, gallery_transforms, open_gallery
 from geomodel.errors import CheckpointError, GeomodelError
 from geomodel.models import pq
@@ -33,10 +33,11 @@ def _maps(n: int, views: int = 2, seed: int = 0) -> list[torch.Tensor]:
     return [torch.randn(n, views, 16, 3, 3, generator=g), torch.randn(n, views, 24, 2, 2, generator=g)]
 
 
-def _compact(tmp_path: Path, n: int = 40, per_region: int = 2) -> tuple[LocalMatcher, list[torch.Tensor], torch.Tensor]:
+def _compact(tmp_path: Path, n: int = 40, per_region: int = 2,
+             code_bytes: int = 4) -> tuple[LocalMatcher, list[torch.Tensor], torch.Tensor]:
     """A matcher with a compact gallery of `n` random photos whose codes are a memory-mapped .npy."""
     maps, feats = _maps(n), torch.randn(n, 32, generator=torch.Generator().manual_seed(1))
-    matcher = LocalMatcher(2, num_regions=5, dim=8, per_region=per_region, code_bytes=4, global_dim=8)
+    matcher = LocalMatcher(2, num_regions=5, dim=8, per_region=per_region, code_bytes=code_bytes, global_dim=8)
     matcher.fit_whitening([m[:, 0] for m in maps])
     encoded = matcher.encode(maps)
     matcher.fit_codebooks(encoded)
@@ -78,6 +79,18 @@ def test_compact_gallery_with_a_full_shortlist_equals_matching_every_decoded_pho
     assert (compact[:, 4] == -1).all()  # region 5 has no photo
 
 
+def test_a_float16_gallery_file_with_a_full_shortlist_equals_exact_matching(tmp_path) -> None:
+    matcher, maps, feats = _compact(tmp_path, per_region=1000, code_bytes=0)
+    assert matcher.codes.dtype == np.float16 and matcher.codes.shape == (40, 2, 9 + 4, 8)
+    assert matcher.codebook_0.numel() == 0  # nothing quantised, no codebooks
+    queries, qfeats = [m[:5, 1] + 0.2 for m in maps], feats[:5] + 0.1
+    exact = LocalMatcher(2, num_regions=5, dim=8)
+    exact.load_state_dict({k: v for k, v in matcher.state_dict().items() if k.startswith(("mean_", "proj_"))},
+                          strict=False)
+    exact.set_gallery(exact.encode(maps), matcher.regions)  # every photo, in memory
+    assert torch.allclose(matcher.region_scores(queries, qfeats), exact.region_scores(queries), atol=1e-6)
+
+
 def test_the_shortlist_holds_each_regions_most_similar_photos_and_only_they_are_matched(tmp_path) -> None:
     matcher, maps, feats = _compact(tmp_path, per_region=3)  # 40 photos in regions 0-3 (10 each), region 4 empty
     ids = matcher.shortlist_ids(feats[:6])
@@ -113,17 +126,20 @@ def test_gallery_of_another_image_size_is_refused(tmp_path) -> None:
         matcher.region_scores([torch.randn(1, 16, 4, 4), torch.randn(1, 24, 2, 2)], feats[:1])
 
 
-def test_weight_choice_prefers_the_head_unless_matching_helps() -> None:
+def test_weight_choice_takes_the_lowest_validation_log_loss_and_reports_the_head_alone() -> None:
     row = lambda w, acc, loss: {"weight": w, "accuracy": acc, "log_loss": loss}  # noqa: E731
-    assert choose_weight([row(0, .5, 1.0), row(.3, .5, .9), row(.7, .4, .8)])["weight"] == 0  # a tie is off
-    assert choose_weight([row(0, .5, 1.0), row(.3, .6, .9), row(.7, .6, .8)])["weight"] == .7  # log loss breaks ties
+    assert choose_weight([row(0, .5, .7), row(.3, .6, .9), row(.7, .6, .8)])["weight"] == 0  # the head's loss is lowest
+    assert choose_weight([row(0, .5, 1.0), row(.3, .6, .9), row(.7, .5, .8)])["weight"] == .7  # not the most accurate
+    assert choose_weight([row(0, .5, 1.0), row(.3, .6, .8), row(.7, .6, .8)])["weight"] == .3  # a tie: the smaller
     assert choose_weight([row(.7, .2, 3.0)])["weight"] == .7  # one weight given: kept
+    assert reported_weights([.7, .3]) == [0, .3, .7] and reported_weights([0]) == [0]
     head = torch.tensor([[.6, .4], [.6, .4], [.2, .8]])
     matching = torch.tensor([[1., 0.], [0., 1.], [0., 1.]])
     table = fusion_table(head, matching, torch.tensor([0, 1, 1]), [0, .5, 1])
     assert [r["accuracy"] for r in table] == pytest.approx([2 / 3, 1.0, 1.0])
     assert table[0]["log_loss"] == pytest.approx(-np.log([.6, .4, .8]).mean())
-    assert choose_weight(table)["weight"] == 1  # ties with 0.5, at a lower log loss
+    assert table[1]["log_loss"] == pytest.approx(-np.log([.8, .7, .9]).mean())
+    assert choose_weight(table)["weight"] == 1  # as accurate as 0.5, at a lower log loss
 
 
 def test_resuming_a_finished_region_stage_keeps_its_gallery(synthetic_dataset, tmp_path, capsys) -> None:
@@ -141,6 +157,7 @@ def test_resuming_a_finished_region_stage_keeps_its_gallery(synthetic_dataset, t
     assert (gallery.stat().st_mtime_ns, (out / "region.pt").read_bytes()) == before
     metrics = json.loads((out / "region_metrics.json").read_text())
     assert metrics["match_weight"] == 0.5 and metrics["gallery_size"] == 56
+    assert [r["weight"] for r in metrics["fusion"]] == [0, 0.5]  # the head alone is reported too
 
 
 def test_fit_with_weight_zero_builds_and_stores_no_gallery(synthetic_dataset, tmp_path, capsys, monkeypatch) -> None:
@@ -171,10 +188,10 @@ def test_fit_with_weight_zero_builds_and_stores_no_gallery(synthetic_dataset, tm
     assert predictor.predict(sorted(images.iterdir())[:2])[0]["error"] is None
 
 
-def _region_model(image_size: int = 32) -> RegionClassifier:
+def _region_model(image_size: int = 32, code_bytes: int = 8) -> RegionClassifier:
     torch.manual_seed(0)
     cfg = ModelConfig(kind="region", backbone="efficientnet_lite0", pretrained=False, num_regions=3, pool="gem",
-                      feature_layers=["14", "head"], match_layers=["14", "head"], match_code_bytes=8)
+                      feature_layers=["14", "head"], match_layers=["14", "head"], match_code_bytes=code_bytes)
     return RegionClassifier(cfg, image_size=image_size).eval()
 
 
@@ -184,17 +201,20 @@ def _count_passes(model: RegionClassifier) -> list[int]:
     return seen
 
 
-def test_gallery_build_resumes_after_a_failure_without_redoing_finished_chunks(synthetic_dataset, tmp_path) -> None:
+@pytest.mark.parametrize("code_bytes", [8, 0])  # product-quantised codes, float16 descriptors
+def test_gallery_build_resumes_after_a_failure_without_redoing_finished_chunks(synthetic_dataset, tmp_path,
+                                                                                code_bytes) -> None:
     csv, images = synthetic_dataset
     folder = tmp_path / "images"
     shutil.copytree(images, folder)
     df = pd.read_csv(csv).head(30)
     paths = [folder / f for f in df["filename"]]
     regions = torch.tensor(df["Region_ID"].to_numpy() - 1)
-    model = _region_model()
+    model = _region_model(code_bytes=code_bytes)
     views = gallery_transforms(model, 32)
     run = dict(device=torch.device("cpu"), batch_size=4, chunk=8, fit_photos=24, log=lambda *_: None)
     reference = build_gallery(model, paths, regions, views, partial=tmp_path / "ref.partial", **run)
+    assert reference.codes.dtype == (np.uint8 if code_bytes else np.float16)
 
     good = paths[26].read_bytes()
     paths[26].write_bytes(good[: len(good) // 3])  # photo 27 breaks the fourth chunk (after the fit's 24)

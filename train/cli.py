@@ -60,6 +60,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--match-per-region", type=int, default=3,
                    help="gallery photos matched per query photo in each region: the region's most similar "
                         "by global descriptor (the cost grows with the regions, not the gallery)")
+    g.add_argument("--match-code-bytes", type=int, default=16,
+                   help="bytes per stored local descriptor: product-quantised codes (a divisor of 64), or 0 to "
+                        "store the float16 descriptors themselves (128 bytes each: exact, 8x the gallery size)")
     g.add_argument("--match-mode", choices=("region", "photo"), default="region",
                    help="local matching: a query descriptor's best match among all of a region's photos, "
                         "or the region's single best-matching photo")
@@ -182,7 +185,7 @@ def _configs(args: argparse.Namespace):
     train["match_weights"] = weights
     matching = dict(match_layers=[x.strip() for x in args.match_layers.split(",") if x.strip()],
                     match_weight=weights[0] if len(weights) == 1 else 0.7, match_mode=args.match_mode,
-                    match_per_region=args.match_per_region)
+                    match_per_region=args.match_per_region, match_code_bytes=args.match_code_bytes)
     region = (ModelConfig(kind="region", **model, **matching), TrainConfig(**train))
     coords_train = {**train, "epochs": args.coords_epochs or args.epochs}
     coords = (ModelConfig(kind="coords", **model), TrainConfig(**coords_train))

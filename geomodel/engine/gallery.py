@@ -89,7 +89,7 @@ class BuiltGallery:
     """A finished gallery build: codes in `partial` (memory-mapped), global descriptors, regions."""
 
     partial: Path
-    codes: np.ndarray  # (N, V, P_total, M) uint8, memory-mapped
+    codes: np.ndarray  # (N, V, P_total, M) uint8 (or float16 descriptors), memory-mapped
     global_desc: torch.Tensor  # (N, G) float16
     regions: torch.Tensor  # (N,)
     positions: list[int]  # P_i per matched layer
@@ -163,14 +163,14 @@ class _Partial:
         self.offset = np.load(self.path, mmap_mode="r").offset
         return state
 
-    def create(self, shape: tuple[int, ...]) -> None:
+    def create(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.offset = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=shape).offset
+        self.offset = np.lib.format.open_memmap(self.path, mode="w+", dtype=dtype, shape=shape).offset
 
     def write(self, first: int, codes: np.ndarray) -> None:
         """Rows `first`.. of the codes, with plain file writes (no mapping that would count as our memory)."""
         with open(self.path, "r+b") as fh:
-            fh.seek(self.offset + first * int(np.prod(codes.shape[1:])))
+            fh.seek(self.offset + first * codes[0].nbytes)
             fh.write(np.ascontiguousarray(codes).tobytes())
             fh.flush()
             os.fsync(fh.fileno())
@@ -184,13 +184,20 @@ def _fitted(matcher: torch.nn.Module) -> dict:
     return {k: v.cpu() for k, v in matcher.state_dict().items() if k.startswith(_FIT_BUFFERS)}
 
 
+def code_dtype(code_bytes: int) -> np.dtype:
+    """What the gallery file holds: product-quantisation codes (uint8), or float16 descriptors (`code_bytes` 0)."""
+    return np.dtype(np.uint8 if code_bytes else np.float16)
+
+
 def _code_shape(model: RegionClassifier, transforms: Sequence[Callable],
                 device: torch.device) -> tuple[tuple[int, ...], list[int]]:
-    """(V, P_total, M) of one photo's codes and the positions P_i per matched layer, from one blank image."""
+    """(V, P_total, M) of one photo's codes (M = match_dim for float16 descriptors) and the positions P_i
+    per matched layer, from one blank image."""
     x = transforms[0](Image.new("RGB", (16, 16)))[None].to(device)
     maps = model.forward_features_and_maps(x)[1]
     positions = [m.shape[2] * m.shape[3] for m in maps]
-    return (2 * len(transforms), sum(positions), model.cfg.match_code_bytes), positions
+    cfg = model.cfg
+    return (2 * len(transforms), sum(positions), cfg.match_code_bytes or cfg.match_dim), positions
 
 
 @torch.no_grad()
@@ -227,7 +234,7 @@ def build_gallery(model: RegionClassifier, paths: Sequence[Path], regions: torch
         global_desc[:done] = state["global_desc"]
         log(f"[region] gallery: resuming after {done} of {n} photos")
     elif dist.is_main():
-        store.create((n, *shape))
+        store.create((n, *shape), code_dtype(model.cfg.match_code_bytes))
         store.save(0, global_desc, matcher)  # a kill from here on keeps the fitted whitening and codebooks
     bar = tqdm(total=n, initial=done, desc="gallery", unit="photo", leave=False,
                disable=None if dist.is_main() else True)
@@ -262,11 +269,11 @@ def open_gallery(model: RegionClassifier, ckpt: dict, model_dir: Path) -> None:
     meta = ckpt.get("gallery")
     if not meta or model.matcher is None:
         return
-    codes = _checked_codes(meta, Path(model_dir))
+    codes = _checked_codes(meta, Path(model_dir), code_dtype(model.cfg.match_code_bytes))
     model.matcher.attach_codes(codes, model.matcher.global_desc, model.matcher.regions)
 
 
-def _checked_codes(meta: dict, model_dir: Path) -> np.ndarray:
+def _checked_codes(meta: dict, model_dir: Path, dtype: np.dtype) -> np.ndarray:
     path = Path(model_dir) / meta["file"]
     if not path.is_file():
         raise CheckpointError(f"{model_dir / 'region.pt'} uses the matching gallery {path.name}, which is missing "
@@ -276,8 +283,8 @@ def _checked_codes(meta: dict, model_dir: Path) -> np.ndarray:
                               "wrote one of them); retrain stage 1 (`python -m train region ... --resume` "
                               "rebuilds only the gallery)")
     codes = np.load(path, mmap_mode="r", allow_pickle=False)
-    if list(codes.shape) != list(meta["shape"]) or codes.dtype != np.uint8:
-        raise CheckpointError(f"{path}: holds {codes.dtype} {codes.shape}, expected uint8 {tuple(meta['shape'])}")
+    if list(codes.shape) != list(meta["shape"]) or codes.dtype != dtype:
+        raise CheckpointError(f"{path}: holds {codes.dtype} {codes.shape}, expected {dtype} {tuple(meta['shape'])}")
     return codes
 
 
@@ -286,7 +293,7 @@ def gallery_intact(ckpt: dict, model_dir: Path) -> bool:
     if not ckpt.get("gallery"):
         return True
     try:
-        _checked_codes(ckpt["gallery"], model_dir)
+        _checked_codes(ckpt["gallery"], model_dir, code_dtype(ckpt["model_config"].get("match_code_bytes", 16)))
     except CheckpointError:
         return False
     return True

@@ -27,7 +27,7 @@ from geomodel.data.transforms import build_transforms
 from geomodel.engine import distributed as dist
 from geomodel.engine.checkpoint import atomic_save, load_checkpoint, make_checkpoint
 from geomodel.engine.features import FeatureCache, extract_features
-from geomodel.engine.fusion import choose_weight, fusion_table
+from geomodel.engine.fusion import choose_weight, fusion_table, reported_weights
 from geomodel.engine.gallery import (GALLERY_FILE, BuiltGallery, build_gallery, gallery_intact, gallery_key,
                                      gallery_transforms)
 from geomodel.engine.loop import (Stage, cosine_with_warm_restarts, fit, resolve_device, seed_everything,
@@ -327,7 +327,7 @@ def _add_gallery(prep: Prepared, cfg: TrainConfig, out_dir: Path, device: torch.
     key = gallery_key(model, paths, regions, views, n)
     done = ckpt.get("metrics", {})
     if (resume and done.get("gallery_key") == key and gallery_intact(ckpt, out_dir)
-            and [r["weight"] for r in done.get("fusion", [])] == cfg.match_weights):
+            and [r["weight"] for r in done.get("fusion", [])] == reported_weights(cfg.match_weights)):
         # this head's gallery and weight were finished before the run stopped (e.g. in stage 2)
         log(f"[region] local matching: kept from the interrupted run (weight {done['match_weight']:g})")
         final = {**final, **_matching_summary(done)}
@@ -346,17 +346,18 @@ def _add_gallery(prep: Prepared, cfg: TrainConfig, out_dir: Path, device: torch.
     head, matching = _validation_probabilities(model, prep, views[0], device, cfg.batch_size,
                                                matching=built is not None)
     truth = torch.tensor(prep.val["region"].to_numpy(np.int64))
-    table = fusion_table(head, matching, truth, cfg.match_weights)
-    chosen = choose_weight(table)
+    table = fusion_table(head, matching, truth, reported_weights(cfg.match_weights))
+    chosen = choose_weight([r for r in table if r["weight"] in cfg.match_weights])
     weight = chosen["weight"]
     head_accuracy = float((head.argmax(1) == truth).float().mean())
     fused = chosen["accuracy"] if weight > 0 else head_accuracy
     best = {**ckpt.get("metrics", {}), "accuracy": fused, "head_accuracy": head_accuracy, "match_weight": weight,
             "fusion": table, "gallery_size": len(regions) if weight > 0 else 0, "gallery_key": key}
     state = _keep_or_drop(model, built, weight, out_dir, describe, best)
-    tried = ", ".join(f"{r['weight']:g}: {r['accuracy']:.3f}" for r in table)
+    tried = ", ".join(f"{r['weight']:g}: {r['accuracy']:.3f} / {r['log_loss']:.3f}" for r in table)
     log(f"[region] local matching: validation accuracy {head_accuracy:.3f} (head) -> {fused:.3f} "
-        f"(head + matching against the {n} training photos; by weight {tried}); {state}")
+        f"(head + matching against the {n} training photos, the weight with the lowest log loss; accuracy / "
+        f"log loss by weight {tried}); {state}")
     final = {**final, **_matching_summary(best)}
     _write_json(out_dir / "region_metrics.json", final)
     return final

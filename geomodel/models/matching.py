@@ -55,7 +55,8 @@ class LocalMatcher(nn.Module):
     gallery: `gallery_i` (N, V, P, d) float16 (N photos, V views each, P positions). Compact
     gallery: `codebook_i` (M, K, d/M) (product quantisation), `global_mean` (D,), `global_proj`
     (D, G) and `global_desc` (N, G) float16, and `codes`, an (N, V, P_1 + P_2 + ..., M) uint8
-    array (memory-mapped) that `attach_codes` sets. `regions` (N,) either way.
+    array (memory-mapped; with `code_bytes=0` the (N, V, P_total, d) float16 descriptors themselves, no
+    codebooks) that `attach_codes` sets. `regions` (N,) either way.
     Empty until a gallery is set (or a checkpoint with one is loaded).
     """
 
@@ -75,7 +76,7 @@ class LocalMatcher(nn.Module):
         self.register_buffer("global_proj", torch.zeros(0, 0))
         self.register_buffer("global_desc", torch.zeros(0, 0, dtype=torch.float16))
         self.register_buffer("regions", torch.zeros(0, dtype=torch.long))
-        self.codes: np.ndarray | None = None  # compact gallery: (N, V, P_total, M) uint8, memory-mapped
+        self.codes: np.ndarray | None = None  # compact gallery: (N, V, P_total, M) uint8 (or float16), memory-mapped
         self._global32: torch.Tensor | None = None  # float32 copy of global_desc for the search
         self._members: list[torch.Tensor] = []  # each region's gallery photos (regions that have any)
 
@@ -219,17 +220,29 @@ class LocalMatcher(nn.Module):
 
     @torch.no_grad()
     def fit_codebooks(self, encoded: Sequence[torch.Tensor]) -> None:
-        """Product-quantisation codebooks per layer from whitened descriptors (..., d) (`encode`'s output)."""
+        """Product-quantisation codebooks per layer from whitened descriptors (..., d) (`encode`'s output);
+        none with `code_bytes=0` (the descriptors are stored as they are)."""
+        if not self.code_bytes:
+            return
         for i, desc in enumerate(encoded):
             setattr(self, f"codebook_{i}", pq.train_codebook(desc.reshape(-1, desc.shape[-1]), self.code_bytes))
 
     @torch.no_grad()
     def quantise(self, encoded: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Per layer (N, V, P_i, d) from `encode` -> (N, V, P_1 + P_2 + ..., M) uint8 codes."""
+        """Per layer (N, V, P_i, d) from `encode` -> (N, V, P_1 + P_2 + ..., M) uint8 codes
+        (`code_bytes=0`: the (N, V, P_1 + ..., d) float16 descriptors themselves)."""
+        if not self.code_bytes:
+            return torch.cat([e.to(torch.float16) for e in encoded], dim=2)
         return torch.cat([pq.encode(e, getattr(self, f"codebook_{i}")) for i, e in enumerate(encoded)], dim=2)
 
+    def _decode(self, i: int, rows: torch.Tensor) -> torch.Tensor:
+        """Layer i's stored rows (..., M) uint8 codes or (..., d) float16 descriptors -> (..., d) float32."""
+        if rows.dtype == torch.float16:
+            return rows.float()
+        return pq.decode(rows, getattr(self, f"codebook_{i}"))
+
     def attach_codes(self, codes: np.ndarray, global_desc: torch.Tensor, regions: torch.Tensor) -> None:
-        """Use a compact gallery of N photos: `codes` (N, V, P_total, M) uint8 from `quantise` (a memory-mapped
+        """Use a compact gallery of N photos: `codes` (N, V, P_total, M) from `quantise` (a memory-mapped
         array is read only where a shortlist points), `global_desc` (N, G) from `describe`, `regions` (N,)."""
         n = len(regions)
         if codes.ndim != 4 or codes.shape[0] != n or len(global_desc) != n:
@@ -275,7 +288,7 @@ class LocalMatcher(nn.Module):
         for i, maps in enumerate(layer_maps):
             q = self._project(i, descriptors(maps))  # (B, P, d)
             b, p = q.shape[:2]
-            g = pq.decode(rows[:, :, offset:offset + p].to(q.device), getattr(self, f"codebook_{i}"))  # (U, V, P, d)
+            g = self._decode(i, rows[:, :, offset:offset + p].to(q.device))  # (U, V, P, d)
             offset += p
             sims = torch.bmm(g[inv].reshape(b, -1, g.shape[-1]), q.transpose(1, 2))  # (B, K * V * P, P)
             out.append(sims.view(b, ids.shape[1], -1, p).amax(dim=2))  # (B, K, P)
