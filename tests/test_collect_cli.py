@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

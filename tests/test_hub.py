@@ -16,7 +16,7 @@ import pytest
 
 from demo.settings import ASSETS, BUNDLED_EXAMPLES, BUNDLED_MODEL, config_from_args
 from fake_hub import FakeHub, cache_layout, lay_out_cache, read_folder
-from geomodel.hub import APP_FILES, HubError, HubSettings, NotAModelError, parse_url, resolve_model
+from geomodel.hub import APP_FILES, HubError, HubSettings, parse_url, resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "hf://owner/campus-model"
