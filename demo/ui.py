@@ -189,17 +189,9 @@ def _matching_line(reg: dict, regions: int) -> str:
     more = ("more photos per region raise accuracy most: " + R.code_span("python -m train learning-curve")
             + " says how many")
     if reg.get("match_weight") == 0:
-        rows = reg.get("fusion", [])
-        alone = [r for r in rows if r["weight"] == 0 and "log_loss" in r]
-        on = [r for r in rows if r["weight"] > 0 and "log_loss" in r]
-        if alone and on:  # chosen by log loss
-            best = min(on, key=lambda r: r["log_loss"])
-            return (f"off: on the hold-out it did not lower the head's log loss ({alone[0]['log_loss']:.3f}, "
-                    f"{head:.1%} right; best with matching {best['log_loss']:.3f} at weight {best['weight']:g}, "
-                    f"{best['accuracy']:.1%} right), so no gallery is stored; {more}")
-        best_accuracy = max((r["accuracy"] for r in rows if r["weight"] > 0), default=float("nan"))
+        best = max((r["accuracy"] for r in reg.get("fusion", []) if r["weight"] > 0), default=float("nan"))
         return (f"off: on the hold-out it did not beat the head alone ({head:.1%}; best with matching "
-                f"{best_accuracy:.1%}), so no gallery is stored; {more}")
+                f"{best:.1%}), so no gallery is stored; {more}")
     per_region = reg["gallery_size"] / max(regions, 1)
     weight = f", weight {reg['match_weight']:g} chosen on the hold-out" if "match_weight" in reg else ""
     return (f"against {reg['gallery_size']:,} labelled photos, ~{per_region:.0f} per region{weight} (head alone: "

@@ -126,11 +126,12 @@ def test_gallery_of_another_image_size_is_refused(tmp_path) -> None:
         matcher.region_scores([torch.randn(1, 16, 4, 4), torch.randn(1, 24, 2, 2)], feats[:1])
 
 
-def test_weight_choice_takes_the_lowest_validation_log_loss_and_reports_the_head_alone() -> None:
+def test_weight_choice_takes_the_most_accurate_then_the_lowest_log_loss_and_reports_the_head_alone() -> None:
     row = lambda w, acc, loss: {"weight": w, "accuracy": acc, "log_loss": loss}  # noqa: E731
-    assert choose_weight([row(0, .5, .7), row(.3, .6, .9), row(.7, .6, .8)])["weight"] == 0  # the head's loss is lowest
-    assert choose_weight([row(0, .5, 1.0), row(.3, .6, .9), row(.7, .5, .8)])["weight"] == .7  # not the most accurate
-    assert choose_weight([row(0, .5, 1.0), row(.3, .6, .8), row(.7, .6, .8)])["weight"] == .3  # a tie: the smaller
+    assert choose_weight([row(0, .5, 1.0), row(.3, .4, .9), row(.7, .4, .8)])["weight"] == 0  # the head alone wins
+    assert choose_weight([row(0, .5, .7), row(.3, .6, .9), row(.7, .5, .6)])["weight"] == .3  # accuracy first
+    assert choose_weight([row(0, .5, 1.0), row(.3, .5, .9), row(.7, .4, .8)])["weight"] == .3  # a tie with the head
+    assert choose_weight([row(0, .5, 1.0), row(.3, .5, .8), row(.7, .5, .8)])["weight"] == .3  # a full tie: smaller
     assert choose_weight([row(.7, .2, 3.0)])["weight"] == .7  # one weight given: kept
     assert reported_weights([.7, .3]) == [0, .3, .7] and reported_weights([0]) == [0]
     head = torch.tensor([[.6, .4], [.6, .4], [.2, .8]])

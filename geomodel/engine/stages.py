@@ -356,8 +356,8 @@ def _add_gallery(prep: Prepared, cfg: TrainConfig, out_dir: Path, device: torch.
     state = _keep_or_drop(model, built, weight, out_dir, describe, best)
     tried = ", ".join(f"{r['weight']:g}: {r['accuracy']:.3f} / {r['log_loss']:.3f}" for r in table)
     log(f"[region] local matching: validation accuracy {head_accuracy:.3f} (head) -> {fused:.3f} "
-        f"(head + matching against the {n} training photos, the weight with the lowest log loss; accuracy / "
-        f"log loss by weight {tried}); {state}")
+        f"(head + matching against the {n} training photos: the most accurate weight, ties by log loss; "
+        f"accuracy / log loss by weight {tried}); {state}")
     final = {**final, **_matching_summary(best)}
     _write_json(out_dir / "region_metrics.json", final)
     return final
