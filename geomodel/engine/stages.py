@@ -348,9 +348,8 @@ def _add_gallery(prep: Prepared, cfg: TrainConfig, out_dir: Path, device: torch.
     truth = torch.tensor(prep.val["region"].to_numpy(np.int64))
     table = fusion_table(head, matching, truth, reported_weights(cfg.match_weights))
     chosen = choose_weight([r for r in table if r["weight"] in cfg.match_weights])
-    weight = chosen["weight"]
-    head_accuracy = float((head.argmax(1) == truth).float().mean())
-    fused = chosen["accuracy"] if weight > 0 else head_accuracy
+    weight, fused = chosen["weight"], chosen["accuracy"]
+    head_accuracy = table[0]["accuracy"]  # weight 0: the head alone, always scored
     best = {**ckpt.get("metrics", {}), "accuracy": fused, "head_accuracy": head_accuracy, "match_weight": weight,
             "fusion": table, "gallery_size": len(regions) if weight > 0 else 0, "gallery_key": key}
     state = _keep_or_drop(model, built, weight, out_dir, describe, best)
