@@ -24,18 +24,34 @@ def stop_on_sigterm() -> None:
 
 
 def serve(blocks: Any, launch_kwargs: dict) -> None:
-    """Launch `blocks` and block until Ctrl-C or SIGTERM, then close it and delete its cached files."""
+    """Launch `blocks` and block until Ctrl-C or SIGTERM, then close it and delete its cached files.
+
+    A second stop signal while it cleans up (an impatient Ctrl-C, `docker stop` repeating SIGTERM)
+    is ignored: it would otherwise cut the clean-up short with a traceback and leave the uploads.
+    """
     stop_on_sigterm()
+    previous: dict = {}
     try:
         blocks.launch(**launch_kwargs, prevent_thread_lock=True)
         while blocks.is_running:
             time.sleep(0.2)
     except KeyboardInterrupt:
+        previous = _ignore_stop_signals()  # first, before anything that takes time
         print("stopping: closing the server and deleting its uploads and cached files", flush=True)
     finally:
-        cached = cached_files(blocks)
-        blocks.close(verbose=False)
-        remove_cached(cached, Path(blocks.GRADIO_CACHE))
+        previous = previous or _ignore_stop_signals()
+        try:
+            cached = cached_files(blocks)
+            blocks.close(verbose=False)
+            remove_cached(cached, Path(blocks.GRADIO_CACHE))
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def _ignore_stop_signals() -> dict:
+    """Ignore SIGTERM and SIGINT; returns the handlers they had."""
+    return {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 def cached_files(blocks: Any) -> set[Path]:
