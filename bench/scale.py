@@ -284,8 +284,8 @@ def _matching_time(predictor, paths: list[Path], repeats: int = 20) -> float | N
     if not model.matching:
         return None
     with torch.inference_mode():
-        x = torch.stack([predictor._tf_region(load_image(p)) for p in paths])
-        feats, maps = model.forward_features_and_maps(x)
+        # the maps exactly as prediction makes them (channels-last on the CPU, float32)
+        feats, maps = predictor._trunk(model, [predictor._tf_region(load_image(p)) for p in paths], maps=True)
         model.matcher(maps, feats)  # warm-up
         times = []
         for _ in range(repeats):
