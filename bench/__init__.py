@@ -89,28 +89,46 @@ class RunningApp(NamedTuple):
     ready_s: float  # seconds from the launch until the app answered
 
 
-@contextlib.contextmanager
-def running_app(root: Path, app_args: list[str], env: dict[str, str], log: Path, startup_timeout: float):
-    """`python app.py` from `root` on a free port, logging to `log`: yields a RunningApp; a start-up
-    failure exits with the log's tail; the app is stopped at exit."""
+def start_app(root: Path, app_args: list[str], env: dict[str, str], log: Path, startup_timeout: float,
+              poll: float = 0.1) -> RunningApp:
+    """Start `python app.py` from `root` on a free port, its output going to `log`, and wait until it
+    answers. A start-up failure stops it and raises RuntimeError with the log's tail."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with open(log, "w") as out:
+    with open(log, "w") as out:  # the child keeps its own handle
         start = time.perf_counter()
         proc = subprocess.Popen([sys.executable, str(root / "app.py"), "--port", str(port), *app_args],
                                 cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            try:
-                wait_ready(url, proc, startup_timeout, poll=0.1)
-            except RuntimeError as exc:
-                raise SystemExit(f"{exc}\n{log.read_text()[-3000:]}") from None
-            yield RunningApp(proc, url, start, time.perf_counter() - start)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    try:
+        wait_ready(url, proc, startup_timeout, poll=poll)
+    except RuntimeError as exc:
+        stop_app(proc)
+        raise RuntimeError(f"{exc} (log: {log})\n{log.read_text()[-3000:]}") from None
+    return RunningApp(proc, url, start, time.perf_counter() - start)
+
+
+def stop_app(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Stop the app as `docker stop` does: SIGTERM (it cleans up), SIGKILL after `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def running_app(root: Path, app_args: list[str], env: dict[str, str], log: Path, startup_timeout: float):
+    """`start_app` as a context: yields the RunningApp, stops it at exit; a start-up failure exits
+    the benchmark with the log's tail."""
+    try:
+        app = start_app(root, app_args, env, log, startup_timeout)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+    try:
+        yield app
+    finally:
+        stop_app(app.proc)
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float, poll: float = 0.2) -> None:

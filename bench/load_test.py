@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,7 +36,7 @@ from typing import Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import free_port, status_kb, wait_ready  # noqa: E402
+from bench import start_app, status_kb, stop_app  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -198,24 +197,15 @@ class Server:
     """`python app.py` on a free port as its own process, with its resident memory sampled every 0.1 s."""
 
     def __init__(self, work: Path, app_args: str, startup_timeout: float) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         # Its own upload folder: Gradio names uploads by content, so in a shared /tmp/gradio this server's
         # clean-up at exit would delete an identical file (an example photo) another app is still using.
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
                "GRADIO_TEMP_DIR": str(work / "gradio")}
         self.log_path = work / "server.log"
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port),
-                                      *app_args.split()], cwd=ROOT, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        app = start_app(ROOT, app_args.split(), env, self.log_path, startup_timeout, poll=0.5)
+        self.proc, self.url = app.proc, app.url
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
-        try:
-            wait_ready(self.url, self.proc, startup_timeout, poll=0.5)
-        except RuntimeError as exc:
-            self.close()
-            raise RuntimeError(f"start-up: {exc}; log: {self.log_path}") from None
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
 
@@ -237,12 +227,7 @@ class Server:
 
     def close(self) -> None:
         self._stop.set()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._log.close()
+        stop_app(self.proc, timeout=60)
 
 
 def _explorer_ready(client: object, timeout: float) -> float | None:
