@@ -201,8 +201,7 @@ class Server:
         # clean-up at exit would delete an identical file (an example photo) another app is still using.
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
                "GRADIO_TEMP_DIR": str(work / "gradio")}
-        self.log_path = work / "server.log"
-        app = start_app(ROOT, app_args.split(), env, self.log_path, startup_timeout, poll=0.5)
+        app = start_app(ROOT, app_args.split(), env, work / "server.log", startup_timeout, poll=0.5)
         self.proc, self.url = app.proc, app.url
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()

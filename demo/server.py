@@ -30,16 +30,17 @@ def serve(blocks: Any, launch_kwargs: dict) -> None:
     is ignored: it would otherwise cut the clean-up short with a traceback and leave the uploads.
     """
     stop_on_sigterm()
-    previous: dict = {}
+    interrupted = False
     try:
         blocks.launch(**launch_kwargs, prevent_thread_lock=True)
         while blocks.is_running:
             time.sleep(0.2)
     except KeyboardInterrupt:
-        previous = _ignore_stop_signals()  # first, before anything that takes time
-        print("stopping: closing the server and deleting its uploads and cached files", flush=True)
+        interrupted = True
     finally:
-        previous = previous or _ignore_stop_signals()
+        previous = _ignore_stop_signals()  # first, before anything that takes time
+        if interrupted:
+            print("stopping: closing the server and deleting its uploads and cached files", flush=True)
         try:
             cached = cached_files(blocks)
             blocks.close(verbose=False)
